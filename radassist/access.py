@@ -1,0 +1,52 @@
+"""Who is acting, and what each role may do. Checked in the core services, not only in the GUI."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RADIOLOGIST = "radiologist"
+ADMIN = "admin"
+AUDITOR = "auditor"
+ROLES = (RADIOLOGIST, ADMIN, AUDITOR)
+
+# Permission -> roles allowed. One table, so a reviewer sees the whole policy at once.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "order.view": frozenset({RADIOLOGIST, ADMIN}),
+    "order.decide": frozenset({RADIOLOGIST, ADMIN}),
+    "order.import": frozenset({RADIOLOGIST, ADMIN}),
+    "catalog.edit": frozenset({ADMIN}),
+    "settings.change": frozenset({ADMIN}),
+    "training.start": frozenset({ADMIN}),
+    "model.promote": frozenset({ADMIN}),
+    "users.manage": frozenset({ADMIN}),
+    "audit.view": frozenset({ADMIN, AUDITOR}),
+    "audit.export": frozenset({ADMIN, AUDITOR}),
+}
+
+
+class PermissionDenied(PermissionError):
+    def __init__(self, actor: "Actor", permission: str):
+        self.actor = actor
+        self.permission = permission
+        super().__init__(f"user {actor.username!r} ({actor.role}) may not {permission}")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The signed-in user (or a system account for command-line batch jobs)."""
+
+    username: str
+    role: str
+
+    def can(self, permission: str) -> bool:
+        return self.role in PERMISSIONS[permission]
+
+
+SYSTEM = Actor("system", ADMIN)
+
+
+def require(actor: Actor, permission: str) -> None:
+    """Raise PermissionDenied unless ``actor`` holds ``permission``."""
+    if permission not in PERMISSIONS:
+        raise KeyError(f"unknown permission {permission!r}")
+    if not actor.can(permission):
+        raise PermissionDenied(actor, permission)

@@ -1,0 +1,34 @@
+"""Where RadAssist keeps its files (platformdirs; every command also takes --db)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "RadAssist"
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+RESOURCES_DIR = PROJECT_DIR / "resources"
+MODELS_DIR = Path(os.environ.get("RADASSIST_MODELS_DIR", PROJECT_DIR / "models"))
+ADAPTERS_DIR = MODELS_DIR / "adapters"
+
+
+def data_dir() -> Path:
+    path = Path(os.environ.get("RADASSIST_DATA_DIR") or platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("RADASSIST_CACHE_DIR") or platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_db_path() -> Path:
+    return data_dir() / "radassist.db"
+
+
+def default_catalog_path() -> Path:
+    return RESOURCES_DIR / "protocols.csv"

@@ -1,0 +1,15 @@
+"""Alembic environment: RadAssist runs migrations programmatically (see store.database)."""
+from alembic import context
+
+from radassist.store.models import Base
+
+config = context.config
+connection = config.attributes.get("connection")
+if connection is None:  # pragma: no cover - only for `alembic` on the command line
+    from sqlalchemy import create_engine
+
+    connection = create_engine(config.get_main_option("sqlalchemy.url")).connect()
+
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,132 @@
+"""Worklist services: which orders wait, their cached suggestions, and recording decisions."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, select
+from sqlalchemy.orm import Session
+
+from radassist.access import Actor, require
+from radassist.audit import record_event
+from radassist.domain import Prediction, SafetyFlag, Suggestion
+from radassist.store.models import DecisionRow, OrderRow, ProtocolRow, SuggestionRow, utcnow
+
+ACCEPTED = "accepted"
+OVERRIDDEN = "overridden"
+PRIORITY_RANK = {"STAT": 0, "URGENT": 1, "ROUTINE": 2}
+
+
+class DecisionError(ValueError):
+    pass
+
+
+def worklist_order_by():
+    """STAT first, then URGENT, then ROUTINE; oldest first within a priority."""
+    rank = case({"STAT": 0, "URGENT": 1}, value=OrderRow.priority, else_=2)
+    return (rank, OrderRow.ordered_at, OrderRow.id)
+
+
+def list_orders(session: Session, status: str | None = None) -> list[OrderRow]:
+    query = select(OrderRow).order_by(*worklist_order_by())
+    if status:
+        query = query.where(OrderRow.status == status)
+    return list(session.scalars(query))
+
+
+def todo_order_ids(session: Session) -> list[int]:
+    query = select(OrderRow.id).where(OrderRow.status == "todo").order_by(*worklist_order_by())
+    return list(session.scalars(query))
+
+
+def save_prediction(session: Session, order_id: int, prediction: Prediction) -> None:
+    """Cache an engine's suggestions for an order (replacing those of the same model version)."""
+    existing = session.scalar(select(SuggestionRow).where(
+        SuggestionRow.order_id == order_id, SuggestionRow.model_version == prediction.model))
+    payload = json.dumps([s.to_json() for s in prediction.suggestions])
+    flags = json.dumps([f.to_json() | {"start": f.start, "end": f.end} for f in prediction.flags])
+    if existing is None:
+        session.add(SuggestionRow(order_id=order_id, model_version=prediction.model, suggestions_json=payload,
+                                  flags_json=flags, latency_ms=prediction.latency_ms))
+    else:
+        existing.suggestions_json, existing.flags_json = payload, flags
+        existing.latency_ms, existing.created_at = prediction.latency_ms, utcnow()
+    session.flush()
+
+
+def cached_prediction(session: Session, order_id: int, model_version: str) -> Prediction | None:
+    row = session.scalar(select(SuggestionRow).where(
+        SuggestionRow.order_id == order_id, SuggestionRow.model_version == model_version))
+    if row is None:
+        return None
+    accession = session.get(OrderRow, order_id).accession
+    return Prediction(
+        accession=accession,
+        suggestions=[Suggestion(s["code"], s["name"], s["score"]) for s in json.loads(row.suggestions_json)],
+        flags=[SafetyFlag(f["type"], f["evidence"], f.get("start", -1), f.get("end", -1))
+               for f in json.loads(row.flags_json)],
+        model=row.model_version,
+        latency_ms=row.latency_ms,
+    )
+
+
+def open_order(session: Session, actor: Actor, order_id: int) -> OrderRow:
+    """Fetch an order for viewing; the view is audited (without note text)."""
+    require(actor, "order.view")
+    order = session.get(OrderRow, order_id)
+    if order is None:
+        raise DecisionError(f"no order with id {order_id}")
+    record_event(session, actor, "order.open", entity=f"order:{order.accession}")
+    return order
+
+
+@dataclass(frozen=True)
+class DecisionInput:
+    order_id: int
+    final_code: str
+    suggested: Suggestion | None = None
+    model_version: str | None = None
+    comment: str = ""
+    time_to_decide_ms: int | None = None
+
+
+def record_decision(session: Session, actor: Actor, decision: DecisionInput) -> DecisionRow:
+    """Record accept/override and mark the order done, in one transaction with its audit event.
+
+    The caller commits (``Database.session()`` does); the UI shows the order as done only after.
+    """
+    require(actor, "order.decide")
+    order = session.get(OrderRow, decision.order_id)
+    if order is None:
+        raise DecisionError(f"no order with id {decision.order_id}")
+    protocol = session.get(ProtocolRow, decision.final_code)
+    if protocol is None or not protocol.active:
+        raise DecisionError(f"protocol {decision.final_code!r} is not in the catalog")
+    suggested_code = decision.suggested.code if decision.suggested else None
+    action = ACCEPTED if suggested_code == decision.final_code else OVERRIDDEN
+    row = DecisionRow(
+        order_id=order.id, username=actor.username, decided_at=utcnow(), suggested_code=suggested_code,
+        suggested_score=decision.suggested.score if decision.suggested else None,
+        final_code=decision.final_code, action=action, comment=decision.comment.strip(),
+        model_version=decision.model_version, time_to_decide_ms=decision.time_to_decide_ms,
+    )
+    session.add(row)
+    order.status = "done"
+    session.flush()
+    record_event(session, actor, f"decision.{'accept' if action == ACCEPTED else 'override'}",
+                 entity=f"order:{order.accession}",
+                 details={"suggested": suggested_code, "final": decision.final_code,
+                          "model": decision.model_version, "has_comment": bool(row.comment)})
+    return row
+
+
+def latest_decisions(session: Session, since: datetime | None = None) -> list[DecisionRow]:
+    """The latest decision per order (a re-decided order counts once, with its last answer)."""
+    query = select(DecisionRow).order_by(DecisionRow.id)
+    if since is not None:
+        query = query.where(DecisionRow.decided_at >= since)
+    latest: dict[int, DecisionRow] = {}
+    for row in session.scalars(query):
+        latest[row.order_id] = row
+    return list(latest.values())
