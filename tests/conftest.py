@@ -1,0 +1,44 @@
+"""Shared fixtures: real SQLite files, the shipped catalog, one MiniLM encoder per session."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    """Never touch the real user data folder from a test."""
+    base = tmp_path_factory.mktemp("appdirs")
+    monkeypatch.setenv("RADASSIST_DATA_DIR", str(base / "data"))
+    monkeypatch.setenv("RADASSIST_CACHE_DIR", str(os.environ.get("RADASSIST_TEST_CACHE", base / "cache")))
+
+
+@pytest.fixture
+def db(tmp_path):
+    from radassist.catalog import ensure_catalog
+    from radassist.store import open_database
+
+    database = open_database(tmp_path / "radassist.db")
+    with database.session() as session:
+        ensure_catalog(session)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    from radassist.catalog import default_catalog
+
+    return default_catalog()
+
+
+@pytest.fixture(scope="session")
+def sentence_encoder():
+    from radassist.engines.embedding import load_sentence_encoder
+
+    return load_sentence_encoder()

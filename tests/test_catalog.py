@@ -1,0 +1,48 @@
+import pytest
+
+from radassist.catalog import CatalogError, catalog_from_db, parse_catalog, sync_catalog
+
+HEADER = "code,name,modality,body_region,contrast,indications\n"
+
+
+def test_shipped_catalog_loads(catalog):
+    assert len(catalog) == 77
+    assert len({p.code for p in catalog}) == 77
+    assert {p.modality for p in catalog} <= {"CT", "MR", "US", "XR", "NM", "PET"}
+
+
+def test_problems_are_reported_with_line_numbers():
+    text = HEADER + (
+        'A,Alpha,CT,Head,none,"x"\n'
+        'A,Again,CT,Head,none,"y"\n'
+        'B,Beta,XX,Head,none,"z"\n'
+    )
+    with pytest.raises(CatalogError) as err:
+        parse_catalog(text, "cat.csv")
+    messages = [str(p) for p in err.value.problems]
+    assert any(m.startswith("line 3:") and "duplicate code 'A'" in m for m in messages)
+    assert any(m.startswith("line 4:") and "unknown modality" in m for m in messages)
+
+
+def test_missing_column_is_reported():
+    with pytest.raises(CatalogError, match="missing column"):
+        parse_catalog("code,name,modality\nA,B,CT\n")
+
+
+def test_sync_adds_updates_and_deactivates(db, catalog):
+    with db.session() as s:
+        new = parse_catalog(HEADER + 'NEW-1,MRI Foo,MR,Foot,none,"plantar fasciitis"\n')
+        counts = sync_catalog(s, catalog[:5] + new)
+        assert counts == {"added": 1, "updated": 0, "deactivated": 72, "total": 6}
+        assert [p.code for p in catalog_from_db(s)] == sorted(p.code for p in catalog[:5] + new)
+
+
+def test_cli_import_of_bad_catalog_changes_nothing(db, tmp_path, capsys):
+    from radassist.cli import main
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + 'A,Alpha,CT,Head,none,"x"\nA,Dup,CT,Head,none,"x"\n')
+    assert main(["catalog", "import", str(bad), "--db", str(db.path)]) == 1
+    assert "line 3" in capsys.readouterr().err
+    with db.session() as s:
+        assert len(catalog_from_db(s)) == 77
