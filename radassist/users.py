@@ -1,0 +1,369 @@
+"""Users service: accounts, password hashing (argon2id), sign-in with lockout, idle lock.
+
+Passwords are hashed with argon2-cffi's PasswordHasher (argon2id, memory-hard). A password is
+never logged, never stored in clear, never put in an exception message or an audit event.
+
+Every function that changes users checks the acting user's role here, in the core
+(``require(actor, "users.manage")``), so a script calling this module is refused too.
+
+Transactions: the functions work in the caller's session (``Database.session()`` commits).
+The one exception is a *failed* sign-in: :func:`authenticate` commits the failure counter and
+its audit event itself before raising, so that rolling back the caller's transaction on the
+exception cannot undo the lockout count.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, ROLES, SYSTEM, Actor, require
+from radassist.audit import record_event
+from radassist.store.models import UserRow, utcnow
+
+MAX_FAILED_ATTEMPTS = 5
+LOCKOUT_MINUTES = 15          # default lockout after MAX_FAILED_ATTEMPTS failures
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024    # argon2 handles long input, but bound the work per attempt
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+# Module-level so that tests may swap in cheaper parameters; check_needs_rehash upgrades
+# stored hashes on the next successful sign-in whenever the parameters change.
+HASHER = PasswordHasher()
+_DUMMY_HASH: str | None = None
+
+
+class UserError(ValueError):
+    """A user-management request that cannot be done (duplicate name, unknown user, policy)."""
+
+
+class PasswordPolicyError(UserError):
+    pass
+
+
+class AuthenticationError(Exception):
+    """Sign-in refused. The message never says whether the username exists."""
+
+    def __init__(self, message: str = "Wrong username or password."):
+        super().__init__(message)
+
+
+class AccountLocked(AuthenticationError):
+    """Too many failed sign-ins: the account is locked until ``locked_until`` (naive UTC)."""
+
+    def __init__(self, locked_until: datetime):
+        self.locked_until = locked_until
+        super().__init__(f"Account locked after {MAX_FAILED_ATTEMPTS} failed sign-ins until "
+                         f"{locked_until:%Y-%m-%d %H:%M} UTC. An admin can unlock it.")
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """What may be shown about a user (never the password hash)."""
+
+    username: str
+    full_name: str
+    role: str
+    active: bool
+    failed_attempts: int
+    locked_until: datetime | None
+    created_at: datetime
+    last_login_at: datetime | None
+
+    @property
+    def locked(self) -> bool:
+        return self.locked_until is not None and self.locked_until > utcnow()
+
+
+def _info(row: UserRow) -> UserInfo:
+    return UserInfo(row.username, row.full_name, row.role, bool(row.active), row.failed_attempts,
+                    row.locked_until, row.created_at, row.last_login_at)
+
+
+# --- validation -----------------------------------------------------------------------------
+
+def check_username(username: str) -> str:
+    username = (username or "").strip()
+    if not USERNAME_RE.match(username):
+        raise UserError("username must be 1-64 characters: letters, digits, '.', '_', '-', '@' "
+                        "(starting with a letter or digit)")
+    return username
+
+
+def check_password(password: str, username: str = "") -> None:
+    """Password policy. Raises PasswordPolicyError (the message never repeats the password)."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise PasswordPolicyError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise PasswordPolicyError(f"password must have at most {MAX_PASSWORD_LENGTH} characters")
+    if not password.strip():
+        raise PasswordPolicyError("password must not be blank")
+    if username and password.strip().lower() == username.strip().lower():
+        raise PasswordPolicyError("password must not be the username")
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    return role
+
+
+def hash_password(password: str) -> str:
+    return HASHER.hash(password)
+
+
+def _verify(stored_hash: str, password: str) -> bool:
+    try:
+        return HASHER.verify(stored_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def _burn_time(password: str) -> None:
+    """Verify against a dummy hash so that an unknown username takes as long as a wrong password."""
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = HASHER.hash("radassist-dummy-password")
+    _verify(_DUMMY_HASH, password)
+
+
+def _get(session: Session, username: str) -> UserRow | None:
+    return session.scalar(select(UserRow).where(UserRow.username == username))
+
+
+def _require_user(session: Session, username: str) -> UserRow:
+    row = _get(session, (username or "").strip())
+    if row is None:
+        raise UserError(f"no user named {username!r}")
+    return row
+
+
+# --- queries --------------------------------------------------------------------------------
+
+def user_count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(UserRow)) or 0
+
+
+def needs_bootstrap(session: Session) -> bool:
+    """True on first start: no user exists yet, so the first admin must be created."""
+    return user_count(session) == 0
+
+
+def list_users(session: Session, actor: Actor) -> list[UserInfo]:
+    require(actor, "users.manage")
+    return [_info(r) for r in session.scalars(select(UserRow).order_by(UserRow.username))]
+
+
+def get_user(session: Session, actor: Actor, username: str) -> UserInfo:
+    if actor.username != username:
+        require(actor, "users.manage")
+    return _info(_require_user(session, username))
+
+
+# --- management -----------------------------------------------------------------------------
+
+def _add(session: Session, actor: Actor, username: str, password: str, role: str, full_name: str,
+         details: dict | None = None) -> UserInfo:
+    username = check_username(username)
+    check_role(role)
+    check_password(password, username)
+    if _get(session, username) is not None:
+        raise UserError(f"a user named {username!r} already exists")
+    row = UserRow(username=username, full_name=(full_name or "").strip()[:200], role=role,
+                  password_hash=hash_password(password), active=True, failed_attempts=0,
+                  locked_until=None, created_at=utcnow())
+    session.add(row)
+    session.flush()
+    record_event(session, actor, "user.add", entity=f"user:{username}",
+                 details={"role": role, **(details or {})})
+    return _info(row)
+
+
+def create_user(session: Session, actor: Actor, username: str, password: str, role: str,
+                full_name: str = "") -> UserInfo:
+    """Add a user (admins only; audited)."""
+    require(actor, "users.manage")
+    return _add(session, actor, username, password, role, full_name)
+
+
+def bootstrap_admin(session: Session, username: str, password: str, full_name: str = "") -> UserInfo:
+    """Create the first admin on first start. Refused once any user exists."""
+    if not needs_bootstrap(session):
+        raise UserError("users already exist: an admin must add new users")
+    username = check_username(username)
+    return _add(session, Actor(username, ADMIN), username, password, ADMIN, full_name,
+                details={"bootstrap": True})
+
+
+def _active_admins(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(UserRow).where(
+        UserRow.role == ADMIN, UserRow.active.is_(True))) or 0
+
+
+def disable_user(session: Session, actor: Actor, username: str) -> UserInfo:
+    """Disable an account (admins only; audited). The last active admin cannot be disabled."""
+    require(actor, "users.manage")
+    row = _require_user(session, username)
+    if row.role == ADMIN and row.active and _active_admins(session) <= 1:
+        raise UserError("cannot disable the last active admin")
+    row.active = False
+    session.flush()
+    record_event(session, actor, "user.disable", entity=f"user:{row.username}")
+    return _info(row)
+
+
+def enable_user(session: Session, actor: Actor, username: str) -> UserInfo:
+    require(actor, "users.manage")
+    row = _require_user(session, username)
+    row.active = True
+    session.flush()
+    record_event(session, actor, "user.enable", entity=f"user:{row.username}")
+    return _info(row)
+
+
+def set_password(session: Session, actor: Actor, username: str, new_password: str,
+                 current_password: str | None = None) -> None:
+    """Change a password: any user their own (giving the current one), an admin anyone's."""
+    row = _require_user(session, username)
+    own = actor.username == row.username
+    if not own or not actor.can("users.manage"):
+        if not own:
+            require(actor, "users.manage")
+        elif current_password is None or not _verify(row.password_hash, current_password):
+            record_event(session, actor, "user.passwd", entity=f"user:{row.username}", outcome="failure",
+                         details={"reason": "current password wrong"})
+            session.commit()
+            raise AuthenticationError("The current password is wrong.")
+    check_password(new_password, row.username)
+    row.password_hash = hash_password(new_password)
+    session.flush()
+    record_event(session, actor, "user.passwd", entity=f"user:{row.username}",
+                 details={"by_admin": not own})
+
+
+def unlock_user(session: Session, actor: Actor, username: str) -> UserInfo:
+    """Clear a lockout after failed sign-ins (admins only; audited)."""
+    require(actor, "users.manage")
+    row = _require_user(session, username)
+    was_locked = row.locked_until is not None and row.locked_until > utcnow()
+    row.failed_attempts = 0
+    row.locked_until = None
+    session.flush()
+    record_event(session, actor, "user.unlock", entity=f"user:{row.username}", details={"was_locked": was_locked})
+    return _info(row)
+
+
+# --- sign-in, sign-out, idle lock -----------------------------------------------------------
+
+def _fail(session: Session, actor: Actor, action: str, reason: str, exc: AuthenticationError,
+          entity: str) -> None:
+    record_event(session, actor, action, entity=entity, outcome="failure", details={"reason": reason})
+    session.commit()  # survive the caller's rollback: the counter and the event must stay
+    raise exc
+
+
+def _check_credentials(session: Session, username: str, password: str, action: str,
+                       lockout_minutes: float) -> UserRow:
+    """Shared by sign-in and idle unlock: counts failures, locks, audits failures."""
+    username = (username or "").strip()
+    now = utcnow()
+    row = _get(session, username) if username else None
+    entity = f"user:{username}"
+    if row is None:
+        _burn_time(password or "")
+        _fail(session, Actor(username[:64], "unknown"), action, "unknown user", AuthenticationError(), entity)
+    actor = Actor(row.username, row.role)
+    if row.locked_until is not None:
+        if row.locked_until > now:
+            _burn_time(password or "")
+            _fail(session, actor, action, "locked", AccountLocked(row.locked_until), entity)
+        row.locked_until, row.failed_attempts = None, 0  # the lock has expired
+    ok = bool(password) and len(password) <= MAX_PASSWORD_LENGTH and _verify(row.password_hash, password)
+    if not ok:
+        row.failed_attempts = (row.failed_attempts or 0) + 1
+        if row.failed_attempts >= MAX_FAILED_ATTEMPTS:
+            row.locked_until = now + timedelta(minutes=lockout_minutes)
+            record_event(session, actor, action, entity=entity, outcome="failure",
+                         details={"reason": "wrong password", "attempts": row.failed_attempts})
+            _fail(session, actor, "user.lockout", "too many failed sign-ins",
+                  AccountLocked(row.locked_until), entity)
+        _fail(session, actor, action, "wrong password", AuthenticationError(), entity)
+    if not row.active:
+        _fail(session, actor, action, "disabled", AuthenticationError(), entity)
+    row.failed_attempts = 0
+    if HASHER.check_needs_rehash(row.password_hash):
+        row.password_hash = hash_password(password)
+    return row
+
+
+def authenticate(session: Session, username: str, password: str, *,
+                 lockout_minutes: float = LOCKOUT_MINUTES) -> Actor:
+    """Sign in. Returns the Actor, or raises AuthenticationError (AccountLocked when locked).
+
+    Audited: "signin" with outcome success or failure (the username tried, never the password);
+    "user.lockout" when the fifth failure locks the account. Disabled users cannot sign in.
+    """
+    row = _check_credentials(session, username, password, "signin", lockout_minutes)
+    row.last_login_at = utcnow()
+    session.flush()
+    actor = Actor(row.username, row.role)
+    record_event(session, actor, "signin", entity=f"user:{row.username}")
+    return actor
+
+
+def sign_out(session: Session, actor: Actor) -> None:
+    record_event(session, actor, "signout", entity=f"user:{actor.username}")
+
+
+def lock_session(session: Session, actor: Actor, reason: str = "idle") -> None:
+    """The app locked itself (idle timeout or by hand): audited as "session.lock"."""
+    record_event(session, actor, "session.lock", entity=f"user:{actor.username}", details={"reason": reason})
+
+
+def unlock_session(session: Session, actor: Actor, password: str, *,
+                   lockout_minutes: float = LOCKOUT_MINUTES) -> Actor:
+    """Re-enter the password after an idle lock. Same lockout rules as sign-in.
+
+    Returns the (current) Actor; raises AuthenticationError/AccountLocked like authenticate.
+    If the user's role changed meanwhile, the returned Actor carries the new role.
+    """
+    row = _check_credentials(session, actor.username, password, "session.unlock", lockout_minutes)
+    session.flush()
+    current = Actor(row.username, row.role)
+    record_event(session, current, "session.unlock", entity=f"user:{row.username}")
+    return current
+
+
+# --- demo users -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    password: str
+    role: str
+    full_name: str
+
+
+def demo_users() -> list[DemoUser]:
+    """One user per role for the demo database; the README lists these passwords."""
+    return [
+        DemoUser("rad", "rad-demo-1", RADIOLOGIST, "Dr. Demo Radiologist"),
+        DemoUser("admin", "admin-demo-1", ADMIN, "Demo Admin"),
+        DemoUser("auditor", "audit-demo-1", AUDITOR, "Demo Auditor"),
+    ]
+
+
+def seed_demo_users(session: Session) -> int:
+    """Create the demo users that do not exist yet; returns how many were created."""
+    created = 0
+    for user in demo_users():
+        if _get(session, user.username) is None:
+            _add(session, SYSTEM, user.username, user.password, user.role, user.full_name,
+                 details={"demo": True})
+            created += 1
+    return created
