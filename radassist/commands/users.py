@@ -15,13 +15,17 @@ from radassist.access import ROLES
 from radassist.commands import db_parent, open_db
 
 
+class CliError(Exception):
+    """A usage problem, reported in one line with exit status 2."""
+
+
 class _Stdin:
     """Reads passwords from stdin one line at a time, in the documented order."""
 
     def next(self, what: str) -> str:
         line = sys.stdin.readline()
         if not line:
-            raise SystemExit(f"radassist: error: expected {what} on stdin")
+            raise CliError(f"expected {what} on stdin")
         return line.rstrip("\r\n")
 
 
@@ -67,7 +71,7 @@ def _new_password(args, stdin: _Stdin, username: str) -> str:
         return stdin.next("the new password")
     first = getpass.getpass(f"New password for {username}: ")
     if getpass.getpass("Repeat the new password: ") != first:
-        raise SystemExit("radassist: error: the passwords do not match")
+        raise CliError("the passwords do not match")
     return first
 
 
@@ -76,7 +80,7 @@ def _authenticate(args, session, stdin: _Stdin, default_user: str | None = None)
 
     name = args.as_user or default_user
     if not name:
-        raise SystemExit("radassist: error: this action needs an admin: add --as ADMIN")
+        raise CliError("this action needs an admin: add --as ADMIN")
     password = (stdin.next("the password of --as") if args.auth_password_stdin
                 else getpass.getpass(f"Password for {name}: "))
     return users.authenticate(session, name, password), password
@@ -93,7 +97,7 @@ def _run(args, action) -> int:
     except users.AuthenticationError as exc:
         print(f"radassist: sign-in refused: {exc}", file=sys.stderr)
         return 3
-    except users.UserError as exc:
+    except (users.UserError, CliError) as exc:
         print(f"radassist: error: {exc}", file=sys.stderr)
         return 2
     finally:

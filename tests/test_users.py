@@ -1,0 +1,324 @@
+"""Users service: hashing, sign-in, lockout, roles enforced in the core services, CLI."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import select
+
+from radassist import audit, users
+from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, Actor, PermissionDenied
+from radassist.store.models import AuditEventRow, UserRow, utcnow
+
+
+@pytest.fixture(autouse=True)
+def fast_hasher(monkeypatch):
+    """Cheap argon2 parameters: the tests check behaviour, not the cost."""
+    monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
+    monkeypatch.setattr(users, "_DUMMY_HASH", None)
+
+
+@pytest.fixture
+def people(db):
+    with db.session() as s:
+        users.bootstrap_admin(s, "boss", "boss-pass-1")
+        boss = Actor("boss", ADMIN)
+        users.create_user(s, boss, "rad", "rad-pass-1", RADIOLOGIST, "Dr Rad")
+        users.create_user(s, boss, "aud", "aud-pass-1", AUDITOR)
+    return {"admin": boss, "radiologist": Actor("rad", RADIOLOGIST), "auditor": Actor("aud", AUDITOR)}
+
+
+def events(db, action=None):
+    with db.session() as s:
+        return audit.query_events(s, action=action)
+
+
+def test_password_is_hashed_with_argon2id_and_never_stored_or_audited(db, people):
+    with db.session() as s:
+        row = s.scalar(select(UserRow).where(UserRow.username == "rad"))
+        assert row.password_hash.startswith("$argon2id$")
+        assert "rad-pass-1" not in row.password_hash
+        texts = " ".join(e.details + e.entity for e in audit.query_events(s))
+    assert "pass-1" not in texts
+
+
+def test_authenticate_success_returns_actor_and_audits(db, people):
+    with db.session() as s:
+        actor = users.authenticate(s, "rad", "rad-pass-1")
+    assert actor == Actor("rad", RADIOLOGIST)
+    ev = events(db, "signin")[-1]
+    assert (ev.username, ev.role, ev.outcome) == ("rad", RADIOLOGIST, "success")
+
+
+def test_wrong_password_and_unknown_user_give_the_same_message(db, people):
+    with pytest.raises(users.AuthenticationError) as wrong:
+        with db.session() as s:
+            users.authenticate(s, "rad", "not-the-password")
+    with pytest.raises(users.AuthenticationError) as unknown:
+        with db.session() as s:
+            users.authenticate(s, "nobody", "not-the-password")
+    assert str(wrong.value) == str(unknown.value)
+    assert "not-the-password" not in str(wrong.value)
+    failures = [e for e in events(db, "signin") if e.outcome == "failure"]
+    assert [e.username for e in failures] == ["rad", "nobody"]
+    assert all("not-the-password" not in e.details for e in failures)
+
+
+def test_failed_attempts_survive_the_callers_rollback(db, people):
+    for _ in range(2):
+        with pytest.raises(users.AuthenticationError):
+            with db.session() as s:  # the exception rolls this transaction back
+                users.authenticate(s, "rad", "bad-password")
+    with db.session() as s:
+        assert s.scalar(select(UserRow.failed_attempts).where(UserRow.username == "rad")) == 2
+
+
+def test_five_failures_lock_the_account_and_admin_unlocks(db, people):
+    for i in range(4):
+        with pytest.raises(users.AuthenticationError) as exc:
+            with db.session() as s:
+                users.authenticate(s, "rad", f"bad-password-{i}")
+        assert not isinstance(exc.value, users.AccountLocked)
+    with pytest.raises(users.AccountLocked):
+        with db.session() as s:
+            users.authenticate(s, "rad", "bad-password-5")
+    # Locked: even the right password is refused.
+    with pytest.raises(users.AccountLocked) as locked:
+        with db.session() as s:
+            users.authenticate(s, "rad", "rad-pass-1")
+    assert "locked" in str(locked.value).lower()
+    assert events(db, "user.lockout")
+    # Only an admin can unlock.
+    with pytest.raises(PermissionDenied):
+        with db.session() as s:
+            users.unlock_user(s, people["auditor"], "rad")
+    with db.session() as s:
+        users.unlock_user(s, people["admin"], "rad")
+    with db.session() as s:
+        assert users.authenticate(s, "rad", "rad-pass-1").username == "rad"
+    assert events(db, "user.unlock")[-1].username == "boss"
+
+
+def test_lock_expires_after_the_configured_time(db, people):
+    for _ in range(5):
+        with pytest.raises(users.AuthenticationError):
+            with db.session() as s:
+                users.authenticate(s, "rad", "bad-password", lockout_minutes=1)
+    with db.session() as s:
+        row = s.scalar(select(UserRow).where(UserRow.username == "rad"))
+        assert timedelta(seconds=50) < row.locked_until - utcnow() <= timedelta(minutes=1)
+        row.locked_until = utcnow() - timedelta(seconds=1)  # time passes
+    with db.session() as s:
+        assert users.authenticate(s, "rad", "rad-pass-1").username == "rad"
+
+
+def test_success_resets_the_failure_counter(db, people):
+    for _ in range(4):
+        with pytest.raises(users.AuthenticationError):
+            with db.session() as s:
+                users.authenticate(s, "rad", "bad-password")
+    with db.session() as s:
+        users.authenticate(s, "rad", "rad-pass-1")
+    for _ in range(4):  # four more failures do not lock: the counter started again
+        with pytest.raises(users.AuthenticationError) as exc:
+            with db.session() as s:
+                users.authenticate(s, "rad", "bad-password")
+        assert not isinstance(exc.value, users.AccountLocked)
+
+
+def test_disabled_user_cannot_sign_in(db, people):
+    with db.session() as s:
+        users.disable_user(s, people["admin"], "rad")
+    with pytest.raises(users.AuthenticationError) as exc:
+        with db.session() as s:
+            users.authenticate(s, "rad", "rad-pass-1")
+    assert str(exc.value) == str(users.AuthenticationError())
+    assert events(db, "user.disable")
+
+
+def test_last_admin_cannot_be_disabled(db, people):
+    with pytest.raises(users.UserError):
+        with db.session() as s:
+            users.disable_user(s, people["admin"], "boss")
+
+
+def test_password_policy(db, people):
+    with pytest.raises(users.PasswordPolicyError):
+        with db.session() as s:
+            users.create_user(s, people["admin"], "short", "1234567", RADIOLOGIST)
+    with pytest.raises(users.PasswordPolicyError):
+        with db.session() as s:
+            users.create_user(s, people["admin"], "samename", "samename", RADIOLOGIST)
+    with pytest.raises(users.UserError):
+        with db.session() as s:
+            users.create_user(s, people["admin"], "rad", "another-pass", RADIOLOGIST)
+    with pytest.raises(users.UserError):
+        with db.session() as s:
+            users.create_user(s, people["admin"], "x", "another-pass", "superuser")
+
+
+def test_bootstrap_only_on_an_empty_database(db):
+    with db.session() as s:
+        assert users.needs_bootstrap(s)
+        users.bootstrap_admin(s, "first", "first-pass-1")
+    with pytest.raises(users.UserError):
+        with db.session() as s:
+            users.bootstrap_admin(s, "second", "second-pass-1")
+    with db.session() as s:
+        assert users.authenticate(s, "first", "first-pass-1").role == ADMIN
+
+
+def test_set_password_own_and_by_admin(db, people):
+    rad = people["radiologist"]
+    with pytest.raises(users.AuthenticationError):
+        with db.session() as s:
+            users.set_password(s, rad, "rad", "new-pass-123", current_password="wrong-one")
+    with db.session() as s:
+        users.set_password(s, rad, "rad", "new-pass-123", current_password="rad-pass-1")
+    with pytest.raises(PermissionDenied):
+        with db.session() as s:
+            users.set_password(s, rad, "aud", "new-pass-123")
+    with db.session() as s:
+        users.set_password(s, people["admin"], "rad", "admin-set-pass")
+        assert users.authenticate(s, "rad", "admin-set-pass").username == "rad"
+    assert len([e for e in events(db, "user.passwd") if e.outcome == "success"]) == 2
+
+
+def test_rehash_when_parameters_change(db, people, monkeypatch):
+    monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=2, memory_cost=64, parallelism=1))
+    with db.session() as s:
+        users.authenticate(s, "rad", "rad-pass-1")
+        h = s.scalar(select(UserRow.password_hash).where(UserRow.username == "rad"))
+    assert "t=2" in h
+
+
+def test_idle_lock_and_unlock_are_audited(db, people):
+    rad = people["radiologist"]
+    with db.session() as s:
+        users.lock_session(s, rad)
+    with pytest.raises(users.AuthenticationError):
+        with db.session() as s:
+            users.unlock_session(s, rad, "bad-password")
+    with db.session() as s:
+        assert users.unlock_session(s, rad, "rad-pass-1") == rad
+        users.sign_out(s, rad)
+    actions = [(e.action, e.outcome) for e in events(db) if e.username == "rad"]
+    assert actions[-4:] == [("session.lock", "success"), ("session.unlock", "failure"),
+                            ("session.unlock", "success"), ("signout", "success")]
+
+
+def test_demo_users_one_per_role_and_documented_passwords_work(db):
+    with db.session() as s:
+        assert users.seed_demo_users(s) == 3
+        assert users.seed_demo_users(s) == 0
+    assert {u.role for u in users.demo_users()} == {RADIOLOGIST, ADMIN, AUDITOR}
+    with db.session() as s:
+        for u in users.demo_users():
+            assert users.authenticate(s, u.username, u.password).role == u.role
+
+
+# --- each role's allowed and refused actions on the core services ---------------------------
+
+def _decide(db, actor):
+    from radassist.store.models import OrderRow, ProtocolRow
+    from radassist.worklist import DecisionInput, record_decision
+
+    with db.session() as s:
+        code = s.scalar(select(ProtocolRow.code).limit(1))
+        order = OrderRow(accession=f"ACC-{actor.username}", ordered_exam="CT head", clinical_notes="",
+                         age=50, sex="F", priority="ROUTINE")
+        s.add(order)
+        s.flush()
+        record_decision(s, actor, DecisionInput(order_id=order.id, final_code=code))
+
+
+def _save_settings(db, actor):
+    from dataclasses import replace
+
+    from radassist.settings import load_settings, save_settings
+
+    with db.session() as s:
+        save_settings(s, actor, replace(load_settings(s), idle_lock_minutes=12))
+
+
+def _manage_users(db, actor):
+    with db.session() as s:
+        users.create_user(s, actor, f"new-{actor.username}", "new-user-pass", RADIOLOGIST)
+
+
+def _export(db, actor, tmp_path):
+    with db.session() as s:
+        audit.export_events(s, actor, "csv", tmp_path / f"{actor.username}.csv")
+
+
+ALLOWED = {
+    "radiologist": {"decide"},
+    "auditor": {"export"},
+    "admin": {"decide", "settings", "users", "export"},
+}
+
+
+@pytest.mark.parametrize("role", ["radiologist", "auditor", "admin"])
+def test_role_permissions_enforced_in_core_services(db, people, role, tmp_path):
+    actor = people[role]
+    actions = {
+        "decide": lambda: _decide(db, actor),
+        "settings": lambda: _save_settings(db, actor),
+        "users": lambda: _manage_users(db, actor),
+        "export": lambda: _export(db, actor, tmp_path),
+    }
+    for name, run in actions.items():
+        if name in ALLOWED[role]:
+            run()
+        else:
+            with pytest.raises(PermissionDenied):
+                run()
+    with db.session() as s:
+        assert audit.verify_chain(s).ok
+
+
+# --- CLI ----------------------------------------------------------------------------------
+
+def _cli(monkeypatch, capsys, stdin_text, *argv):
+    import io
+
+    from radassist.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin_text))
+    rc = main(list(argv))
+    return rc, capsys.readouterr()
+
+
+def test_cli_users_flow(tmp_path, monkeypatch, capsys):
+    dbp = str(tmp_path / "cli.db")
+    rc, out = _cli(monkeypatch, capsys, "", "users", "add", "rad", "--role", "radiologist", "--password-stdin",
+                   "--db", dbp)
+    assert rc == 2 and "first user must be an admin" in out.err
+    assert _cli(monkeypatch, capsys, "boss-pass-1\n", "users", "add", "boss", "--role", "admin",
+                "--password-stdin", "--db", dbp)[0] == 0
+    # Afterwards, adding needs an admin's credentials.
+    rc, out = _cli(monkeypatch, capsys, "rad-pass-11\n", "users", "add", "rad", "--role", "radiologist",
+                   "--password-stdin", "--db", dbp)
+    assert rc != 0 and "--as" in out.err + str(rc)
+    rc, _ = _cli(monkeypatch, capsys, "boss-pass-1\nrad-pass-11\n", "users", "add", "rad", "--role",
+                 "radiologist", "--as", "boss", "--auth-password-stdin", "--password-stdin", "--db", dbp)
+    assert rc == 0
+    rc, out = _cli(monkeypatch, capsys, "wrong-pass\n", "users", "list", "--as", "boss",
+                   "--auth-password-stdin", "--db", dbp)
+    assert rc == 3 and "wrong-pass" not in out.err
+    rc, out = _cli(monkeypatch, capsys, "rad-pass-11\n", "users", "list", "--as", "rad",
+                   "--auth-password-stdin", "--db", dbp)
+    assert rc == 3  # a radiologist is refused
+    rc, out = _cli(monkeypatch, capsys, "rad-pass-11\nrad-pass-22\n", "users", "passwd", "rad",
+                   "--auth-password-stdin", "--password-stdin", "--db", dbp)
+    assert rc == 0
+    rc, out = _cli(monkeypatch, capsys, "boss-pass-1\n", "users", "disable", "rad", "--as", "boss",
+                   "--auth-password-stdin", "--db", dbp)
+    assert rc == 0
+    rc, out = _cli(monkeypatch, capsys, "boss-pass-1\n", "users", "list", "--as", "boss",
+                   "--auth-password-stdin", "--db", dbp)
+    assert rc == 0 and "rad" in out.out and "disabled" in out.out
+    rc, out = _cli(monkeypatch, capsys, "boss-pass-1\n", "users", "unlock", "rad", "--as", "boss",
+                   "--auth-password-stdin", "--db", dbp)
+    assert rc == 0
