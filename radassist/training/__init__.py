@@ -1,0 +1,1 @@
+"""Model training (run in a separate process by the app; no Qt)."""
