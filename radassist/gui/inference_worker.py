@@ -1,0 +1,259 @@
+"""The one thread that owns the suggestion engine.
+
+The engine is created *inside* the thread (loading a model is slow), then the worker computes
+suggestions for every to-do order in worklist order and caches them in the database
+(``worklist.save_prediction``, its own session). A request for a specific order (the one the
+radiologist just opened) jumps the queue. Errors are emitted and the worker carries on. The
+GUI thread talks to it only through ``request``/``refresh_queue``/``stop`` (a lock and a
+condition, never blocking on the model) and listens to its signals (queued across threads).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+
+from PySide6.QtCore import QThread, Signal
+
+from radassist.engines.base import SuggestionEngine
+from radassist.ingest import order_from_row
+from radassist.store.models import OrderRow
+from radassist.worklist import cached_prediction, save_prediction, todo_order_ids
+
+log = logging.getLogger(__name__)
+
+LOADING, READY, ERROR, STOPPED = "loading", "ready", "error", "stopped"
+
+
+def default_engine_factory(db, engine_name: str | None = None, fallback: bool = True
+                           ) -> Callable[[], SuggestionEngine | tuple[SuggestionEngine, str | None]]:
+    """The site's engine via radassist.engines (create_engine_with_fallback when ``fallback``).
+
+    The factory may return ``(engine, reason)``: the reason (why the fallback engine is used) is
+    shown in the status bar.
+    """
+
+    def factory():
+        import radassist.engines as engines  # heavy imports happen here, in the worker thread
+        from radassist.catalog import ensure_catalog
+        from radassist.settings import load_settings
+
+        with db.session() as session:
+            catalog = ensure_catalog(session)
+            settings = load_settings(session)
+        name = engine_name or settings.engine
+        if fallback and hasattr(engines, "create_engine_with_fallback"):
+            return engines.create_engine_with_fallback(name, catalog, settings)
+        return engines.create_engine(name, catalog, settings)
+
+    return factory
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class InferenceWorker(QThread):
+    state_changed = Signal(str, str)             # state (loading/ready/error/stopped), detail text
+    engine_ready = Signal(str, str, str, str)    # engine name, version, device, model id
+    prediction_ready = Signal(int, object)       # order id, Prediction (already committed)
+    failed = Signal(str)                         # an error message; the worker goes on
+    progress = Signal(int, int)                  # computed so far, still queued
+
+    def __init__(self, db, engine_factory: Callable[[], SuggestionEngine] | None = None,
+                 fallback_factory: Callable[[], SuggestionEngine] | None = None, batch_size: int = 4,
+                 parent=None):
+        super().__init__(parent)
+        self.setObjectName("InferenceWorker")
+        self._db = db
+        self._factory = engine_factory or default_engine_factory(db)
+        self._fallback = fallback_factory
+        self._batch_size = max(1, batch_size)
+        self._cond = threading.Condition()
+        self._urgent: deque[int] = deque()
+        self._queue: deque[int] = deque()
+        self._refresh = True  # read the to-do list once the engine is up
+        self._stop = False
+        self._seen: set[int] = set()   # orders whose suggestions for this engine exist
+        self._failed: set[int] = set()  # orders whose prediction raised (retried only on request)
+        self.engine: SuggestionEngine | None = None
+        self.model_id: str | None = None
+        self.computed = 0
+
+    # --- called from the GUI thread -----------------------------------------------------------
+    def request(self, order_id: int) -> None:
+        """Compute this order next (the user is looking at it)."""
+        with self._cond:
+            if order_id in self._seen and order_id not in self._failed:
+                return
+            self._failed.discard(order_id)
+            if order_id in self._urgent:
+                self._urgent.remove(order_id)
+            self._urgent.appendleft(order_id)
+            self._cond.notify_all()
+
+    def refresh_queue(self) -> None:
+        """Re-read the to-do orders (new ones were imported); they are queued in worklist order."""
+        with self._cond:
+            self._refresh = True
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._urgent) + len(self._queue)
+
+    # --- the thread -----------------------------------------------------------------------------
+    def run(self) -> None:  # noqa: C901 - one loop, kept in one place
+        self.state_changed.emit(LOADING, "loading model…")
+        engine = self._load()
+        if engine is None:
+            return
+        self.engine = engine
+        self.model_id = engine.model_id
+        self.engine_ready.emit(engine.name, engine.version, str(engine.device), engine.model_id)
+        self.state_changed.emit(READY, "")
+        while True:
+            with self._cond:
+                while not self._stop and not self._urgent and not self._queue and not self._refresh:
+                    self._cond.wait()
+                if self._stop:
+                    break
+                refresh, self._refresh = self._refresh, False
+            if refresh:
+                self._rebuild_queue()
+                continue
+            with self._cond:
+                if self._urgent:
+                    batch = [self._urgent.popleft()]
+                    urgent = True
+                else:
+                    batch = []
+                    while self._queue and len(batch) < self._batch_size:
+                        order_id = self._queue.popleft()
+                        if order_id not in self._seen and order_id not in self._failed:
+                            batch.append(order_id)
+                    urgent = False
+            if batch:
+                self._process(batch, urgent)
+                with self._cond:
+                    remaining = len(self._urgent) + len(self._queue)
+                self.progress.emit(self.computed, remaining)
+        self.state_changed.emit(STOPPED, "")
+
+    def _load(self) -> SuggestionEngine | None:
+        try:
+            engine = self._factory()
+            if isinstance(engine, tuple):
+                engine, reason = engine
+                if reason:
+                    self.failed.emit(f"Using the fallback engine: {reason}")
+            return engine
+        except Exception as exc:  # the app goes on: fallback engine if there is one
+            log.warning("engine failed to load: %s", traceback.format_exc())
+            message = f"Engine failed to load: {_describe(exc)}"
+            if self._fallback is None:
+                self.failed.emit(message)
+                self.state_changed.emit(ERROR, message)
+                return None
+            self.failed.emit(message + " — using the fallback engine")
+            self.state_changed.emit(LOADING, "loading fallback engine…")
+            try:
+                return self._fallback()
+            except Exception as exc2:
+                message = f"Fallback engine failed to load: {_describe(exc2)}"
+                self.failed.emit(message)
+                self.state_changed.emit(ERROR, message)
+                return None
+
+    def _rebuild_queue(self) -> None:
+        try:
+            with self._db.session() as session:
+                ids = todo_order_ids(session)
+        except Exception as exc:
+            self.failed.emit(f"Could not read the worklist: {_describe(exc)}")
+            return
+        with self._cond:
+            self._queue = deque(i for i in ids if i not in self._seen and i not in self._failed)
+            self.progress.emit(self.computed, len(self._queue) + len(self._urgent))
+
+    def _process(self, order_ids: list[int], urgent: bool) -> None:
+        engine = self.engine
+        assert engine is not None
+        try:
+            with self._db.session() as session:
+                todo = []
+                for order_id in order_ids:
+                    row = session.get(OrderRow, order_id)
+                    if row is None:
+                        continue
+                    cached = cached_prediction(session, order_id, engine.model_id)
+                    if cached is not None:
+                        self._mark_seen(order_id)
+                        self.prediction_ready.emit(order_id, cached)
+                        continue
+                    if row.status != "todo" and not urgent:
+                        continue
+                    todo.append((order_id, order_from_row(row)))
+        except Exception as exc:
+            self.failed.emit(f"Could not read orders: {_describe(exc)}")
+            return
+        if not todo:
+            return
+        try:
+            results = self._predict([o for _, o in todo])
+        except Exception as exc:
+            if len(todo) == 1:
+                self._fail(todo[0], exc)
+                return
+            results = []
+            for item in todo:  # find the one that fails; the others still get suggestions
+                try:
+                    results.append(self._predict([item[1]])[0])
+                except Exception as exc1:
+                    self._fail(item, exc1)
+                    results.append(None)
+        done = [(oid, p) for (oid, _), p in zip(todo, results) if p is not None]
+        try:
+            with self._db.session() as session:
+                for order_id, prediction in done:
+                    if not prediction.model:
+                        prediction.model = engine.model_id
+                    save_prediction(session, order_id, prediction)
+        except Exception as exc:
+            self.failed.emit(f"Could not save suggestions: {_describe(exc)}")
+            return
+        for order_id, prediction in done:  # committed: now the GUI may show them
+            self._mark_seen(order_id)
+            self.computed += 1
+            self.prediction_ready.emit(order_id, prediction)
+
+    def _predict(self, orders):
+        start = time.perf_counter()
+        predictions = self.engine.predict_batch(orders, top_k=3)
+        if len(predictions) != len(orders):
+            raise RuntimeError(f"engine returned {len(predictions)} predictions for {len(orders)} orders")
+        elapsed = (time.perf_counter() - start) * 1000 / max(1, len(orders))
+        for p in predictions:
+            if not p.latency_ms:
+                p.latency_ms = elapsed
+        return predictions
+
+    def _fail(self, item, exc: BaseException) -> None:
+        order_id, order = item
+        log.warning("prediction failed for %s: %s", order.accession, traceback.format_exc())
+        with self._cond:
+            self._failed.add(order_id)
+        self.failed.emit(f"Suggestion failed for {order.accession}: {_describe(exc)}")
+
+    def _mark_seen(self, order_id: int) -> None:
+        with self._cond:
+            self._seen.add(order_id)

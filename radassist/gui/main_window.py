@@ -1,0 +1,571 @@
+"""The main window: worklist on the left, the open order on the right, engine state below.
+
+Integration points for other panels (login, audit viewer, settings, retraining):
+  * ``MainWindow(db, actor, ...)``: the signed-in ``Actor``; every service call uses it.
+  * ``MainWindow.add_tool_action(text, callback, shortcut=None, permission=None)`` adds an entry to
+    the Tools menu, shown only when ``actor.can(permission)``.
+  * ``MainWindow.restart_engine()`` re-creates the engine in a fresh worker thread (after the admin
+    changed settings or promoted a model).
+  * ``MainWindow.signed_out`` is emitted by the File > Sign out action (connected by the app when a
+    login dialog exists).
+"""
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Callable
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMainWindow,
+    QMessageBox, QSplitter, QTableView, QToolButton, QVBoxLayout, QWidget,
+)
+
+from radassist.access import Actor
+from radassist.catalog import ensure_catalog
+from radassist.domain import MODALITIES, Prediction
+from radassist.engines.base import SuggestionEngine
+from radassist.gui.inference_worker import ERROR, LOADING, READY, STOPPED, InferenceWorker
+from radassist.gui.order_view import OrderDetails, OrderView
+from radassist.gui.worklist_model import (
+    COL_ACCESSION, COL_AGE_SEX, COL_CONFIDENCE, COL_EXAM, COL_PATIENT, COL_PRIORITY, COL_STATUS, COL_SUGGESTION,
+    COL_WAITING, PriorityDelegate, WorklistModel, WorklistProxy, best_prediction,
+)
+from radassist.settings import SiteSettings, load_settings
+from sqlalchemy import select
+from radassist.store.models import UserRow
+from radassist.worklist import DecisionInput, open_order, record_decision
+
+log = logging.getLogger(__name__)
+
+ORGANIZATION = "RadAssist"
+APPLICATION = "RadAssist"
+COLUMN_WIDTHS = {COL_PRIORITY: 88, COL_ACCESSION: 130, COL_PATIENT: 150, COL_AGE_SEX: 72, COL_EXAM: 178,
+                 COL_WAITING: 74, COL_STATUS: 60, COL_SUGGESTION: 150, COL_CONFIDENCE: 92}
+
+
+def commit_decision(db, actor: Actor, decision: DecisionInput) -> None:
+    """Record a decision and commit it (returns only once it is durable in the WAL)."""
+    with db.session() as session:
+        record_decision(session, actor, decision)
+
+
+class MainWindow(QMainWindow):
+    signed_out = Signal()
+    decision_committed = Signal(int)  # order id, after the commit and before the row shows done
+    order_opened = Signal(int)        # order id, fully rendered
+
+    def __init__(self, db, actor: Actor, *, engine_factory: Callable[[], SuggestionEngine] | None = None,
+                 ui_settings: QSettings | None = None, start_worker: bool = True, poll_ms: int = 2000,
+                 engine_label: str | None = None, parent=None):
+        super().__init__(parent)
+        self.db = db
+        self.actor = actor
+        self.ui_settings = ui_settings or QSettings(ORGANIZATION, APPLICATION)
+        self._engine_factory = engine_factory
+        with db.session() as session:
+            self.catalog = ensure_catalog(session)
+            self.site: SiteSettings = load_settings(session)
+            user = session.scalar(select(UserRow).where(UserRow.username == actor.username))
+            self.user_display = (user.full_name if user is not None and user.full_name else actor.username)
+        self.engine_name = engine_label or self.site.engine
+        self.current_order_id: int | None = None
+        self.worker: InferenceWorker | None = None
+        self._old_workers: list[InferenceWorker] = []
+        self._opening = False
+        self.last_error = ""
+        self.close_wait_ms: int | None = None  # None: wait for the worker; the app sets a limit
+        self.workers_finished = True
+
+        self.setWindowTitle("RadAssist — Worklist")
+        self.resize(1560, 940)
+        self.model = WorklistModel(db, self, poll_ms=poll_ms)
+        self.model.confidence_threshold = self.site.confidence_threshold
+        self.proxy = WorklistProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self._build_ui()
+        self._build_menus()
+        self._build_status_bar()
+        self._restore_layout()
+        self.model.polled.connect(self._on_polled)
+        self.table.sortByColumn(COL_PRIORITY, Qt.SortOrder.AscendingOrder)
+        self._update_count()
+        if start_worker:
+            QTimer.singleShot(0, self.start_worker)
+        QTimer.singleShot(0, self.open_first_todo)
+
+    # --- construction ---------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        left = QWidget()
+        left.setObjectName("worklistPane")
+        lv = QVBoxLayout(left)
+        lv.setContentsMargins(10, 10, 6, 6)
+        lv.setSpacing(8)
+        bar = QHBoxLayout()
+        bar.setSpacing(6)
+        self.status_buttons: dict[str, QToolButton] = {}
+        for status, text in (("todo", "To do"), ("done", "Done"), ("all", "All")):
+            button = QToolButton()
+            button.setText(text)
+            button.setCheckable(True)
+            button.setObjectName("filterButton")
+            button.clicked.connect(lambda _=False, s=status: self.set_status_filter(s))
+            self.status_buttons[status] = button
+            bar.addWidget(button)
+        self.status_buttons["todo"].setChecked(True)
+        self.modality = QComboBox()
+        self.modality.setObjectName("modalityFilter")
+        self.modality.addItem("All modalities", "")
+        for m in MODALITIES:
+            self.modality.addItem(m, m)
+        self.modality.currentIndexChanged.connect(
+            lambda _: self.proxy.set_modality_filter(self.modality.currentData() or "") or self._update_count())
+        bar.addWidget(self.modality)
+        self.filter_text = QLineEdit()
+        self.filter_text.setObjectName("worklistSearch")
+        self.filter_text.setPlaceholderText("Search patient, MRN, accession, exam…  (Ctrl+F)")
+        self.filter_text.setClearButtonEnabled(True)
+        self.filter_text.textChanged.connect(lambda t: self.proxy.set_text_filter(t) or self._update_count())
+        self.filter_text.installEventFilter(self)
+        bar.addWidget(self.filter_text, 1)
+        self.count_label = QLabel()
+        self.count_label.setObjectName("mutedLabel")
+        bar.addWidget(self.count_label)
+        lv.addLayout(bar)
+
+        self.table = QTableView()
+        self.table.setObjectName("worklist")
+        self.table.setModel(self.proxy)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSortingEnabled(True)
+        self.table.setAlternatingRowColors(True)
+        self.table.setShowGrid(False)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(30)
+        header = self.table.horizontalHeader()
+        header.setHighlightSections(False)
+        header.setStretchLastSection(False)
+        for col, width in COLUMN_WIDTHS.items():
+            header.resizeSection(col, width)
+        header.setSectionResizeMode(COL_EXAM, QHeaderView.ResizeMode.Interactive)
+        self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
+        self.table.installEventFilter(self)
+        self.table.setItemDelegateForColumn(COL_PRIORITY, PriorityDelegate(self.table))
+        lv.addWidget(self.table, 1)
+
+        self.order_view = OrderView(self.catalog, self.site.confidence_threshold)
+        self.order_view.decision_requested.connect(self.commit)
+        self.order_view.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("mainSplitter")
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.order_view)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([1010, 550])
+        self.splitter.setChildrenCollapsible(False)
+        self.setCentralWidget(self.splitter)
+
+    def _action(self, text: str, slot, shortcut=None, menu=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.triggered.connect(slot)
+        if menu is not None:
+            menu.addAction(action)
+        self.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        self.file_menu = mb.addMenu("&File")
+        self.act_import = self._action("&Import orders…", self.import_orders, "Ctrl+I", self.file_menu)
+        self.file_menu.addSeparator()
+        self.act_sign_out = self._action("Sign &out", self.signed_out.emit, None, self.file_menu)
+        self.act_sign_out.setVisible(False)  # shown by the app once a login dialog exists
+        self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit, self.file_menu)
+        if self.act_quit.shortcut().isEmpty():
+            self.act_quit.setShortcut(QKeySequence("Ctrl+Q"))
+
+        self.view_menu = mb.addMenu("&View")
+        group = QActionGroup(self)
+        self.filter_actions = {}
+        for status, text, key in (("todo", "&To do", "Ctrl+1"), ("done", "&Done", "Ctrl+2"), ("all", "&All", "Ctrl+3")):
+            a = self._action(text, lambda _=False, s=status: self.set_status_filter(s), key, self.view_menu)
+            a.setCheckable(True)
+            group.addAction(a)
+            self.filter_actions[status] = a
+        self.filter_actions["todo"].setChecked(True)
+        self.view_menu.addSeparator()
+        self.act_next = self._action("&Next order", lambda: self.move_order(1), "Ctrl+Down", self.view_menu)
+        self.act_prev = self._action("&Previous order", lambda: self.move_order(-1), "Ctrl+Up", self.view_menu)
+        self.act_worklist = self._action("Focus &worklist", self.focus_worklist, "Ctrl+L", self.view_menu)
+        self.act_order = self._action("Focus &order", self.focus_order, "Ctrl+O", self.view_menu)
+        self.act_filter = self._action("Search work&list", self.focus_filter, "Ctrl+F", self.view_menu)
+        self.act_search = self._action("Search &catalog (override)", lambda: self.order_view.start_search(),
+                                       "Ctrl+K", self.view_menu)
+        self.act_comment = self._action("&Comment", self.order_view.focus_comment, "Ctrl+M", self.view_menu)
+        self.view_menu.addSeparator()
+        self.act_refresh = self._action("&Refresh", self.refresh, "F5", self.view_menu)
+
+        self.tools_menu = mb.addMenu("&Tools")
+        self.tools_menu.menuAction().setVisible(False)  # shown when a panel adds an action
+
+        self.help_menu = mb.addMenu("&Help")
+        self.act_shortcuts = self._action("&Keyboard shortcuts", self.show_shortcuts, "F1", self.help_menu)
+        self._action("&About RadAssist", self.show_about, None, self.help_menu)
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.user_label = QLabel(f"{self.user_display} ({self.actor.role})")
+        self.user_label.setObjectName("statusUser")
+        self.progress_label = QLabel()
+        self.progress_label.setObjectName("statusProgress")
+        self.engine_label = QLabel()
+        self.engine_label.setObjectName("statusEngine")
+        self.error_label = QLabel()
+        self.error_label.setObjectName("statusError")
+        self.error_label.setVisible(False)
+        sb.addWidget(self.error_label, 1)
+        sb.addPermanentWidget(self.progress_label)
+        sb.addPermanentWidget(self.engine_label)
+        sb.addPermanentWidget(self.user_label)
+        self._error_timer = QTimer(self)
+        self._error_timer.setSingleShot(True)
+        self._error_timer.timeout.connect(lambda: self.error_label.setVisible(False))
+        self.engine_state = LOADING
+        self.engine_info = {"name": self.engine_name, "version": "", "device": "", "model_id": ""}
+        self._set_engine_label(LOADING, "waiting to start")
+
+    # --- integration hooks -----------------------------------------------------------------------
+    def add_tool_action(self, text: str, callback, shortcut: str | None = None,
+                        permission: str | None = None) -> QAction | None:
+        """Add a Tools menu entry (audit viewer, settings, retraining...) for actors allowed to use it."""
+        if permission is not None and not self.actor.can(permission):
+            return None
+        action = self._action(text, callback, shortcut, self.tools_menu)
+        self.tools_menu.menuAction().setVisible(True)
+        return action
+
+    # --- engine worker ---------------------------------------------------------------------------
+    def start_worker(self) -> None:
+        if self.worker is not None:
+            return
+        worker = InferenceWorker(self.db, self._engine_factory)
+        worker.state_changed.connect(self._on_engine_state)
+        worker.engine_ready.connect(self._on_engine_ready)
+        worker.prediction_ready.connect(self._on_prediction)
+        worker.failed.connect(self.show_error)
+        worker.progress.connect(self._on_progress)
+        self.worker = worker
+        if self.current_order_id is not None:
+            worker.request(self.current_order_id)
+        worker.start()
+
+    def restart_engine(self, engine_factory: Callable[[], SuggestionEngine] | None = None) -> None:
+        """Stop the current worker (it finishes its batch) and start a new one with fresh settings."""
+        if engine_factory is not None:
+            self._engine_factory = engine_factory
+        with self.db.session() as session:
+            self.site = load_settings(session)
+            self.catalog = ensure_catalog(session)
+        self.engine_name = self.site.engine
+        self.order_view.set_catalog(self.catalog)
+        self.order_view.set_threshold(self.site.confidence_threshold)
+        self.model.confidence_threshold = self.site.confidence_threshold
+        old = self.worker
+        self.worker = None
+        if old is not None:
+            for signal in (old.state_changed, old.engine_ready, old.prediction_ready, old.failed, old.progress):
+                signal.disconnect()
+            old.stop()
+            self._old_workers.append(old)
+            old.finished.connect(lambda: self._old_workers.remove(old) if old in self._old_workers else None)
+        self.start_worker()
+
+    def stop_worker(self, wait_ms: int | None = None) -> bool:
+        """Ask the worker(s) to stop; True when all have finished (a model still loading may not)."""
+        finished = True
+        for worker in [self.worker, *self._old_workers]:
+            if worker is None:
+                continue
+            worker.stop()
+            if wait_ms is None:
+                worker.wait()
+            else:
+                finished = worker.wait(wait_ms) and finished
+        return finished
+
+    def _set_engine_label(self, state: str, detail: str = "") -> None:
+        info = self.engine_info
+        parts = [f"Engine: {info['name']}"]
+        if info["version"]:
+            parts.append(info["version"])
+        if info["device"]:
+            parts.append(info["device"])
+        label = {LOADING: "loading…", READY: "ready", ERROR: "error", STOPPED: "stopped"}.get(state, state)
+        parts.append(label)
+        self.engine_label.setText("  ·  ".join(parts))
+        self.engine_label.setProperty("state", state)
+        self.engine_label.style().unpolish(self.engine_label)
+        self.engine_label.style().polish(self.engine_label)
+        self.engine_label.setToolTip(detail or info.get("model_id", ""))
+
+    def _on_engine_state(self, state: str, detail: str) -> None:
+        self.engine_state = state
+        self._set_engine_label(state, detail)
+        if state == ERROR:
+            self.show_error(detail or "engine error")
+            self.order_view.set_engine_unavailable(detail or "engine error")
+
+    def _on_engine_ready(self, name: str, version: str, device: str, model_id: str) -> None:
+        self.engine_info = {"name": name, "version": version, "device": device, "model_id": model_id}
+        self.engine_state = READY
+        self._set_engine_label(READY)
+        self.model.set_model_version(model_id)
+        if self.current_order_id is not None:
+            pred = self.order_view.prediction
+            if pred is None or pred.model != model_id:
+                self.worker.request(self.current_order_id)
+
+    def _on_prediction(self, order_id: int, prediction: Prediction) -> None:
+        self.model.set_prediction(order_id, prediction)
+        if order_id == self.current_order_id:
+            self.order_view.set_prediction(prediction)
+
+    def _on_progress(self, computed: int, queued: int) -> None:
+        self.progress_label.setText(f"Suggestions: {queued} queued" if queued else
+                                    "Suggestions: all computed" if computed else "")
+
+    def show_error(self, message: str) -> None:
+        self.last_error = message
+        self.error_label.setText(f"⚠ {message}")
+        self.error_label.setToolTip(message)
+        self.error_label.setVisible(True)
+        self._error_timer.start(30_000)
+        log.warning("%s", message)
+
+    # --- worklist --------------------------------------------------------------------------------
+    def _update_count(self) -> None:
+        shown = self.proxy.rowCount()
+        todo = sum(1 for e in self.model.entries() if e.status == "todo")
+        stat = sum(1 for e in self.model.entries() if e.status == "todo" and e.priority == "STAT")
+        self.count_label.setText(f"{shown} shown · {todo} to do" + (f" · {stat} STAT" if stat else ""))
+
+    def set_status_filter(self, status: str) -> None:
+        self.proxy.set_status_filter(status)
+        for s, button in self.status_buttons.items():
+            button.setChecked(s == status)
+        self.filter_actions[status].setChecked(True)
+        self._update_count()
+        self._reselect_current()
+
+    def _reselect_current(self) -> None:
+        row = self.proxy.proxy_row_of(self.current_order_id) if self.current_order_id is not None else None
+        if row is not None:
+            self._select_row(row, open_it=False)
+
+    def _select_row(self, proxy_row: int, open_it: bool = True) -> None:
+        index = self.proxy.index(proxy_row, 0)
+        self._opening = not open_it
+        try:
+            self.table.selectionModel().setCurrentIndex(
+                index, self.table.selectionModel().SelectionFlag.ClearAndSelect
+                | self.table.selectionModel().SelectionFlag.Rows)
+        finally:
+            self._opening = False
+        self.table.scrollTo(index)
+
+    def _on_current_row(self, current, _previous) -> None:
+        if self._opening or not current.isValid():
+            return
+        entry = self.proxy.entry(current.row())
+        if entry is not None and entry.id != self.current_order_id:
+            self.open_order(entry.id)
+
+    def _on_polled(self, added: list[int]) -> None:
+        self._update_count()
+        if added:
+            self.statusBar().showMessage(f"{len(added)} new order(s) in the worklist", 8000)
+            if self.worker is not None:
+                self.worker.refresh_queue()
+            if self.current_order_id is None:
+                self.open_first_todo()
+        self._reselect_current()
+
+    def refresh(self) -> None:
+        self.model.poll()
+        if self.worker is not None:
+            self.worker.refresh_queue()
+
+    def open_first_todo(self) -> None:
+        for row in range(self.proxy.rowCount()):
+            if self.proxy.entry(row).status == "todo":
+                self._select_row(row)
+                return
+        if self.current_order_id is None:
+            self.order_view.show_empty("No orders waiting" if self.model.rowCount() else "The worklist is empty")
+
+    def move_order(self, step: int) -> None:
+        rows = self.proxy.rowCount()
+        if not rows:
+            return
+        current = self.proxy.proxy_row_of(self.current_order_id) if self.current_order_id is not None else None
+        target = 0 if current is None else max(0, min(rows - 1, current + step))
+        self._select_row(target)
+        self.focus_order()
+
+    def open_order(self, order_id: int) -> None:
+        """Show an order: audited view, cached suggestions if any; ask the worker for the rest."""
+        try:
+            with self.db.session() as session:
+                row = open_order(session, self.actor, order_id)
+                details = OrderDetails.from_row(row)
+                model_id = self.engine_info.get("model_id") or None
+                prediction = best_prediction(session, order_id, row.accession, model_id)
+                if prediction is None and model_id is None:
+                    prediction = best_prediction(session, order_id, row.accession, None)
+        except Exception as exc:
+            self.show_error(f"Could not open the order: {type(exc).__name__}: {exc}")
+            return
+        self.current_order_id = order_id
+        self.order_view.show_order(details, prediction)
+        row = self.proxy.proxy_row_of(order_id)
+        if row is not None and self.table.currentIndex().row() != row:
+            self._select_row(row, open_it=False)
+        if self.worker is not None and details.status == "todo" and (
+                prediction is None or prediction.model != self.engine_info.get("model_id")):
+            self.worker.request(order_id)
+        self.order_opened.emit(order_id)
+
+    def _next_todo_after(self, order_id: int) -> int | None:
+        """The to-do order that follows ``order_id`` in the view's order (wrapping to the top)."""
+        rows = [self.proxy.entry(r) for r in range(self.proxy.rowCount())]
+        ids = [e.id for e in rows]
+        start = ids.index(order_id) + 1 if order_id in ids else 0
+        for e in rows[start:] + rows[:start]:
+            if e.status == "todo" and e.id != order_id:
+                return e.id
+        return None
+
+    # --- decisions -------------------------------------------------------------------------------
+    def commit(self, decision: DecisionInput) -> bool:
+        """Commit the decision; only then show the order done and open the next one."""
+        try:
+            commit_decision(self.db, self.actor, decision)
+        except Exception as exc:
+            self.show_error(f"Decision NOT saved: {type(exc).__name__}: {exc}")
+            QMessageBox.warning(self, "Decision not saved", f"The decision could not be saved:\n{exc}")
+            return False
+        self.decision_committed.emit(decision.order_id)
+        next_id = self._next_todo_after(decision.order_id)
+        self._opening = True
+        try:
+            self.model.mark_done(decision.order_id)
+        finally:
+            self._opening = False
+        self._update_count()
+        self.statusBar().showMessage(f"Saved: {decision.final_code}", 4000)
+        if next_id is not None:
+            self.open_order(next_id)
+        else:
+            self.current_order_id = None
+            self.order_view.show_empty("All orders are protocoled")
+            self.table.clearSelection()
+        return True
+
+    # --- file menu -------------------------------------------------------------------------------
+    def import_orders(self, paths: list[str] | None = None) -> None:
+        from radassist.ingest import import_files
+
+        if not paths:
+            paths, _ = QFileDialog.getOpenFileNames(self, "Import orders", "", "Orders (*.jsonl *.json *.csv);;All (*)")
+        if not paths:
+            return
+        try:
+            report = import_files(self.db, paths, actor=self.actor)
+        except Exception as exc:
+            self.show_error(f"Import failed: {type(exc).__name__}: {exc}")
+            return
+        self.model.poll()
+        self.statusBar().showMessage(f"Import: {report.summary()}", 10000)
+        if report.problems:
+            listing = "\n".join(str(p) for p in report.problems[:20])
+            more = f"\n… and {len(report.problems) - 20} more" if len(report.problems) > 20 else ""
+            QMessageBox.warning(self, "Import problems", f"{report.summary()}\n\n{listing}{more}")
+
+    # --- focus -----------------------------------------------------------------------------------
+    def focus_worklist(self) -> None:
+        self.table.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def focus_order(self) -> None:
+        self.order_view.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def focus_filter(self) -> None:
+        self.filter_text.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.filter_text.selectAll()
+
+    def eventFilter(self, obj, event):
+        from PySide6.QtCore import QEvent
+
+        if event.type() == QEvent.Type.KeyPress and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            if obj is self.table:
+                self.focus_order()
+                return True
+            if obj is self.filter_text:
+                if self.proxy.rowCount():
+                    self._select_row(0)
+                self.focus_order()
+                return True
+        if event.type() == QEvent.Type.KeyPress and obj is self.filter_text and event.key() == Qt.Key.Key_Escape:
+            self.filter_text.clear()
+            self.focus_order()
+            return True
+        return super().eventFilter(obj, event)
+
+    # --- help ------------------------------------------------------------------------------------
+    def show_shortcuts(self) -> None:
+        from radassist.gui.shortcuts_dialog import ShortcutsDialog
+
+        ShortcutsDialog(self).exec()
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About RadAssist",
+                          "<b>RadAssist</b><br>Imaging protocol assistant. Runs entirely on this workstation; "
+                          "patient data never leaves it.")
+
+    # --- layout persistence ----------------------------------------------------------------------
+    def _restore_layout(self) -> None:
+        s = self.ui_settings
+        geometry = s.value("main/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        state = s.value("main/state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        splitter = s.value("main/splitter")
+        if isinstance(splitter, QByteArray) and not splitter.isEmpty():
+            self.splitter.restoreState(splitter)
+        header = s.value("main/worklistHeader")
+        if isinstance(header, QByteArray) and not header.isEmpty():
+            self.table.horizontalHeader().restoreState(header)
+
+    def save_layout(self) -> None:
+        s = self.ui_settings
+        s.setValue("main/geometry", self.saveGeometry())
+        s.setValue("main/state", self.saveState())
+        s.setValue("main/splitter", self.splitter.saveState())
+        s.setValue("main/worklistHeader", self.table.horizontalHeader().saveState())
+        s.sync()
+
+    def closeEvent(self, event):
+        self.save_layout()
+        self.hide()
+        self.workers_finished = self.stop_worker(self.close_wait_ms)
+        super().closeEvent(event)

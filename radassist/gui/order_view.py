@@ -1,0 +1,702 @@
+"""One order: notes with safety flags, top-3 suggestions, accept / override, comment.
+
+Keyboard (the view has focus while an order is open):
+  Enter        accept the selected suggestion (top-1 when it is confident; nothing is pre-selected
+               when it is below the confidence threshold: "needs review")
+  1 / 2 / 3    decide with that suggestion
+  Up / Down    move the selection among the suggestions
+  letters      start a type-ahead search over the whole catalog; Up/Down pick, Enter confirms,
+               Esc cancels
+  Ctrl+M       comment field (Enter there confirms the selected protocol with the comment)
+The view never writes to the database: it emits ``decision_requested`` with a DecisionInput and
+the main window commits it.
+"""
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from PySide6.QtCore import QElapsedTimer, QEvent, Qt, Signal
+from PySide6.QtWidgets import (
+    QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QSizePolicy, QTextBrowser,
+    QVBoxLayout, QWidget,
+)
+
+from radassist.domain import Prediction, Protocol, SafetyFlag, Suggestion
+from radassist.worklist import DecisionInput
+
+try:  # written concurrently; the view works without it (flags then come from the prediction)
+    from radassist.safety import FLAG_LABELS, check_notes
+except Exception:  # pragma: no cover - until radassist.safety lands
+    check_notes = None
+    FLAG_LABELS = {}
+
+DEFAULT_FLAG_LABELS = {
+    "contrast-allergy": "Contrast allergy", "renal-impairment": "Renal impairment", "pregnancy": "Pregnancy",
+    "mri-unsafe-implant": "MRI-unsafe implant", "anticoagulation": "Anticoagulation", "metformin": "Metformin",
+    "claustrophobia": "Claustrophobia",
+}
+
+
+def flag_label(flag_type: str) -> str:
+    return FLAG_LABELS.get(flag_type) or DEFAULT_FLAG_LABELS.get(flag_type) or flag_type.replace("-", " ").capitalize()
+
+
+@dataclass(frozen=True)
+class OrderDetails:
+    """A snapshot of an order for display (no live ORM object crosses into the view)."""
+
+    id: int
+    accession: str
+    ordered_exam: str
+    clinical_notes: str
+    priority: str
+    age: int | None
+    sex: str
+    patient_name: str
+    mrn: str
+    ordering_provider: str
+    ordered_at: datetime | None
+    status: str
+    decided_code: str = ""
+    decided_by: str = ""
+    decided_action: str = ""
+
+    @classmethod
+    def from_row(cls, row) -> "OrderDetails":
+        last = row.decisions[-1] if row.status == "done" and row.decisions else None
+        return cls(id=row.id, accession=row.accession, ordered_exam=row.ordered_exam,
+                   clinical_notes=row.clinical_notes or "", priority=row.priority, age=row.age, sex=row.sex or "U",
+                   patient_name=row.patient_name or "", mrn=row.mrn or "",
+                   ordering_provider=row.ordering_provider or "", ordered_at=row.ordered_at, status=row.status,
+                   decided_code=last.final_code if last else "", decided_by=last.username if last else "",
+                   decided_action=last.action if last else "")
+
+
+# --- catalog type-ahead ------------------------------------------------------------------------
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class CatalogSearch:
+    """Type-ahead over the catalog by code, name and indication words. Every typed word must match."""
+
+    def __init__(self, protocols: Sequence[Protocol]):
+        self.protocols = list(protocols)
+        self._index = []
+        for p in self.protocols:
+            code = p.code.lower()
+            name = p.name.lower()
+            head_words = set(_WORD.findall(code + " " + name + " " + p.modality.lower() + " " + p.body_region.lower()))
+            ind_words = set(_WORD.findall(p.indications.lower()))
+            self._index.append((p, code, name, head_words, ind_words, p.indications.lower()))
+
+    def search(self, query: str, limit: int = 30) -> list[Protocol]:
+        q = query.strip().lower()
+        if not q:
+            return []
+        terms = _WORD.findall(q)
+        compact = re.sub(r"[^a-z0-9]", "", q)
+        scored = []
+        for p, code, name, head, ind, ind_text in self._index:
+            if code.startswith(q) or (compact and re.sub(r"[^a-z0-9]", "", code).startswith(compact)):
+                scored.append((-100, p.code, p))
+                continue
+            if not terms:
+                continue
+            score = 0
+            for t in terms:
+                if t in head:
+                    score += 4
+                elif any(w.startswith(t) for w in head):
+                    score += 3
+                elif any(w.startswith(t) for w in ind):
+                    score += 2
+                elif len(t) >= 4 and t in ind_text:
+                    score += 1
+                else:
+                    score = None
+                    break
+            if score is not None:
+                if len(terms) > 1 and q in ind_text:
+                    score += 2  # the words as typed, e.g. "head trauma"
+                scored.append((-score, p.code, p))
+        scored.sort(key=lambda s: (s[0], s[1]))
+        return [p for _, _, p in scored[:limit]]
+
+
+class ElidedLabel(QLabel):
+    """A label that shows '…' instead of cutting its text when narrow."""
+
+    def __init__(self, text: str = "", parent=None):
+        super().__init__(parent)
+        self._full = text
+        self.setMinimumWidth(40)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt naming
+        self._full = text
+        self._elide()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def _elide(self) -> None:
+        metrics = self.fontMetrics()
+        super().setText(metrics.elidedText(self._full, Qt.TextElideMode.ElideRight, max(10, self.width())))
+
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        self._elide()
+
+
+# --- widgets -----------------------------------------------------------------------------------
+
+class SuggestionRowWidget(QFrame):
+    clicked = Signal(int)
+    activated = Signal(int)
+
+    def __init__(self, number: int, parent=None):
+        super().__init__(parent)
+        self.number = number
+        self.setObjectName("suggestionRow")
+        self.setProperty("selected", False)
+        self.setProperty("lowConfidence", False)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 6, 10, 6)
+        layout.setSpacing(10)
+        self.key = QLabel(str(number))
+        self.key.setObjectName("keyCap")
+        self.key.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.key.setFixedWidth(26)
+        self.code = QLabel()
+        self.code.setObjectName("suggestionCode")
+        self.code.setMinimumWidth(120)
+        self.name = ElidedLabel()
+        self.name.setObjectName("suggestionName")
+        self.bar = QProgressBar()
+        self.bar.setObjectName("confidenceBar")
+        self.bar.setRange(0, 100)
+        self.bar.setTextVisible(False)
+        self.bar.setFixedSize(70, 10)
+        self.score = QLabel()
+        self.score.setObjectName("suggestionScore")
+        self.score.setFixedWidth(48)
+        self.score.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        for w in (self.key, self.code, self.name, self.bar, self.score):
+            layout.addWidget(w)
+        self.suggestion: Suggestion | None = None
+
+    def set_suggestion(self, s: Suggestion | None, protocol: Protocol | None, low: bool) -> None:
+        self.suggestion = s
+        self.setVisible(s is not None)
+        if s is None:
+            return
+        self.code.setText(s.code)
+        self.name.setText(s.name)
+        pct = int(round(s.score * 100))
+        self.bar.setValue(pct)
+        self.score.setText(f"{pct}%")
+        self._set_prop("lowConfidence", low)
+        if protocol is not None:
+            items = "".join(f"<li>{html.escape(i)}</li>" for i in protocol.indication_list)
+            self.setToolTip(f"<b>{html.escape(protocol.code)}</b> — {html.escape(protocol.name)}<br>"
+                            f"{html.escape(protocol.modality)} · {html.escape(protocol.body_region)} · contrast: "
+                            f"{html.escape(protocol.contrast)}<br><b>Indications</b><ul>{items}</ul>")
+        else:
+            self.setToolTip(s.name)
+
+    def set_selected(self, selected: bool) -> None:
+        self._set_prop("selected", selected)
+
+    def _set_prop(self, name: str, value) -> None:
+        if self.property(name) != value:
+            self.setProperty(name, value)
+            self.style().unpolish(self)
+            self.style().polish(self)
+
+    def mousePressEvent(self, event):
+        self.clicked.emit(self.number)
+        super().mousePressEvent(event)
+
+    def mouseDoubleClickEvent(self, event):
+        self.activated.emit(self.number)
+        super().mouseDoubleClickEvent(event)
+
+
+class OrderView(QWidget):
+    decision_requested = Signal(object)  # DecisionInput
+    message = Signal(str)                 # a hint for the status bar
+
+    def __init__(self, catalog: Sequence[Protocol] = (), confidence_threshold: float = 0.5, parent=None):
+        super().__init__(parent)
+        self.setObjectName("orderView")
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.threshold = confidence_threshold
+        self.order: OrderDetails | None = None
+        self.prediction: Prediction | None = None
+        self.flags: list[SafetyFlag] = []
+        self.selected: int | None = None  # 0-based index into the suggestions
+        self._clock = QElapsedTimer()
+        self._engine_problem = ""
+        self._catalog: dict[str, Protocol] = {}
+        self._search = CatalogSearch([])
+        self._build()
+        self.set_catalog(catalog)
+        self.show_empty()
+
+    # --- construction
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(16, 12, 16, 12)
+        outer.setSpacing(10)
+
+        head = QHBoxLayout()
+        self.badge = QLabel()
+        self.badge.setObjectName("priorityBadge")
+        self.badge.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.badge.setMinimumWidth(84)
+        self.title = QLabel()
+        self.title.setObjectName("orderTitle")
+        self.title.setWordWrap(True)
+        head.addWidget(self.badge, 0, Qt.AlignmentFlag.AlignTop)
+        head.addWidget(self.title, 1)
+        outer.addLayout(head)
+
+        self.patient = QLabel()
+        self.patient.setObjectName("orderMeta")
+        self.patient.setWordWrap(True)
+        self.patient.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        outer.addWidget(self.patient)
+
+        self.decided = QLabel()
+        self.decided.setObjectName("decidedBanner")
+        self.decided.setWordWrap(True)
+        outer.addWidget(self.decided)
+
+        self.flag_box = QWidget()
+        self.flag_box.setObjectName("flagBox")
+        self.flag_layout = QHBoxLayout(self.flag_box)
+        self.flag_layout.setContentsMargins(0, 0, 0, 0)
+        self.flag_layout.setSpacing(6)
+        outer.addWidget(self.flag_box)
+
+        notes_label = QLabel("Clinical notes")
+        notes_label.setObjectName("sectionLabel")
+        outer.addWidget(notes_label)
+        self.notes = QTextBrowser()
+        self.notes.setObjectName("notes")
+        self.notes.setOpenLinks(False)
+        self.notes.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.notes.setMinimumHeight(120)
+        outer.addWidget(self.notes, 3)
+
+        sugg_head = QHBoxLayout()
+        sugg_label = QLabel("Suggested protocols")
+        sugg_label.setObjectName("sectionLabel")
+        self.model_label = QLabel()
+        self.model_label.setObjectName("mutedLabel")
+        self.model_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        sugg_head.addWidget(sugg_label)
+        sugg_head.addStretch(1)
+        sugg_head.addWidget(self.model_label)
+        outer.addLayout(sugg_head)
+
+        self.review = QLabel()
+        self.review.setObjectName("needsReview")
+        self.review.setWordWrap(True)
+        outer.addWidget(self.review)
+        self.pending = QLabel("Computing suggestions…")
+        self.pending.setObjectName("mutedLabel")
+        outer.addWidget(self.pending)
+        self.rows: list[SuggestionRowWidget] = []
+        for n in (1, 2, 3):
+            row = SuggestionRowWidget(n)
+            row.clicked.connect(lambda number: self._select(number - 1))
+            row.activated.connect(lambda number: self.choose_suggestion(number - 1))
+            self.rows.append(row)
+            outer.addWidget(row)
+
+        self.search = QLineEdit()
+        self.search.setObjectName("protocolSearch")
+        self.search.setPlaceholderText("Override: type a code, name or indication…")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self._update_results)
+        self.search.installEventFilter(self)
+        outer.addWidget(self.search)
+        self.results = QListWidget()
+        self.results.setObjectName("searchResults")
+        self.results.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.results.itemDoubleClicked.connect(lambda item: self._confirm_search(item))
+        self.results.setVisible(False)
+        self.results.setMinimumHeight(120)
+        outer.addWidget(self.results, 1)
+
+        self.comment = QLineEdit()
+        self.comment.setObjectName("comment")
+        self.comment.setPlaceholderText("Optional comment (Ctrl+M), Enter confirms")
+        self.comment.installEventFilter(self)
+        outer.addWidget(self.comment)
+
+        self.hint = QLabel()
+        self.hint.setObjectName("keyHint")
+        self.hint.setWordWrap(True)
+        outer.addWidget(self.hint)
+        outer.addStretch(1)
+        self.setFocusProxy(None)
+
+    # --- data
+    def set_catalog(self, protocols: Sequence[Protocol]) -> None:
+        self._catalog = {p.code: p for p in protocols}
+        self._search = CatalogSearch(protocols)
+
+    def set_threshold(self, threshold: float) -> None:
+        self.threshold = threshold
+        if self.order is not None:
+            self._render_suggestions()
+
+    @property
+    def suggestions(self) -> list[Suggestion]:
+        return list(self.prediction.suggestions[:3]) if self.prediction else []
+
+    @property
+    def needs_review(self) -> bool:
+        top = self.prediction.top if self.prediction else None
+        return top is not None and top.score < self.threshold
+
+    def show_empty(self, text: str = "No order open") -> None:
+        self.order = None
+        self.prediction = None
+        self.selected = None
+        self.badge.setVisible(False)
+        self.title.setText(text)
+        self.patient.setText("Pick an order in the worklist (Ctrl+L), or wait for new orders.")
+        self.decided.setVisible(False)
+        self._clear_flags()
+        self.flag_box.setVisible(False)
+        self.notes.clear()
+        for row in self.rows:
+            row.set_suggestion(None, None, False)
+        self.review.setVisible(False)
+        self.pending.setVisible(False)
+        self.model_label.clear()
+        self.search.clear()
+        self.search.setEnabled(False)
+        self.comment.clear()
+        self.comment.setEnabled(False)
+        self.hint.clear()
+
+    def show_order(self, order: OrderDetails, prediction: Prediction | None) -> None:
+        """Render an order (flags from radassist.safety; suggestions when already computed)."""
+        self.order = order
+        self._clock.start()
+        self.search.blockSignals(True)
+        self.search.clear()
+        self.search.blockSignals(False)
+        self.results.clear()
+        self.results.setVisible(False)
+        self.search.setEnabled(True)
+        self.comment.clear()
+        self.comment.setEnabled(True)
+
+        self.badge.setVisible(True)
+        self.badge.setText(order.priority)
+        self.badge.setProperty("priority", order.priority)
+        self.badge.style().unpolish(self.badge)
+        self.badge.style().polish(self.badge)
+        self.title.setText(html.escape(order.ordered_exam))
+        age = "" if order.age is None else f"{order.age} y"
+        parts = [f"<b>{html.escape(order.patient_name or 'Unknown patient')}</b>"]
+        if order.mrn:
+            parts.append(f"MRN {html.escape(order.mrn)}")
+        if age or order.sex != "U":
+            parts.append(" ".join(x for x in (age, order.sex if order.sex != "U" else "") if x))
+        parts.append(f"Acc. {html.escape(order.accession)}")
+        if order.ordering_provider:
+            parts.append(f"by {html.escape(order.ordering_provider)}")
+        if order.ordered_at:
+            from radassist.gui.worklist_model import format_waiting
+
+            parts.append(f"waiting {format_waiting(order.ordered_at)}" if order.status == "todo"
+                         else f"ordered {order.ordered_at:%Y-%m-%d %H:%M} UTC")
+        self.patient.setText("  ·  ".join(parts))
+        if order.status == "done" and order.decided_code:
+            name = self._catalog.get(order.decided_code)
+            self.decided.setText(f"Protocoled: <b>{html.escape(order.decided_code)}</b>"
+                                 f"{' — ' + html.escape(name.name) if name else ''} ({order.decided_action} by "
+                                 f"{html.escape(order.decided_by)}). Deciding again replaces it.")
+            self.decided.setVisible(True)
+        else:
+            self.decided.setVisible(False)
+
+        flags = list(check_notes(order.clinical_notes)) if check_notes is not None else []
+        if check_notes is None and prediction is not None:
+            flags = list(prediction.flags)
+        self.flags = flags
+        self._render_flags()
+        self._render_notes()
+        self.prediction = prediction
+        self._render_suggestions()
+        self.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def set_engine_unavailable(self, reason: str) -> None:
+        self._engine_problem = reason
+        if self.order is not None and self.prediction is None:
+            self._render_suggestions()
+
+    def set_prediction(self, prediction: Prediction | None) -> None:
+        """Suggestions arrived for the open order: show them without losing a search in progress."""
+        self.prediction = prediction
+        if check_notes is None and prediction is not None and not self.flags and prediction.flags:
+            self.flags = list(prediction.flags)
+            self._render_flags()
+            self._render_notes()
+        self._render_suggestions()
+
+    # --- rendering
+    def _clear_flags(self) -> None:
+        while self.flag_layout.count():
+            item = self.flag_layout.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+
+    def _render_flags(self) -> None:
+        self._clear_flags()
+        self.flag_box.setVisible(True)
+        if not self.flags:
+            none = QLabel("No safety flags in the notes")
+            none.setObjectName("noFlags")
+            self.flag_layout.addWidget(none)
+        seen = set()
+        for flag in self.flags:
+            if flag.type in seen:
+                continue
+            seen.add(flag.type)
+            evidence = [f.evidence for f in self.flags if f.type == flag.type]
+            chip = QLabel(f"⚠ {flag_label(flag.type)}")
+            chip.setObjectName("flagChip")
+            chip.setToolTip("Evidence: " + "; ".join(f"“{e}”" for e in evidence))
+            self.flag_layout.addWidget(chip)
+        self.flag_layout.addStretch(1)
+
+    def _spans(self) -> list[tuple[int, int, str]]:
+        text = self.order.clinical_notes if self.order else ""
+        lower = text.lower()
+        spans = []
+        for f in self.flags:
+            start, end = f.start, f.end
+            if not (0 <= start < end <= len(text)):
+                start = lower.find(f.evidence.lower()) if f.evidence else -1
+                end = start + len(f.evidence) if start >= 0 else -1
+            if start >= 0:
+                spans.append((start, end, f.type))
+        spans.sort()
+        merged = []
+        for s in spans:
+            if merged and s[0] < merged[-1][1]:
+                if s[1] > merged[-1][1]:
+                    merged[-1] = (merged[-1][0], s[1], merged[-1][2])
+                continue
+            merged.append(s)
+        return merged
+
+    def _render_notes(self) -> None:
+        text = self.order.clinical_notes if self.order else ""
+        if not text.strip():
+            self.notes.setHtml("<p style='color:#6b7480'><i>No clinical notes were sent with this order.</i></p>")
+            return
+        out, pos = [], 0
+        for start, end, kind in self._spans():
+            out.append(html.escape(text[pos:start]))
+            out.append(f"<span style='background-color:#ffd9a0; color:#4a2a00; font-weight:600' "
+                       f"title='{html.escape(flag_label(kind))}'>{html.escape(text[start:end])}</span>")
+            pos = end
+        out.append(html.escape(text[pos:]))
+        body = "".join(out).replace("\n", "<br>")
+        self.notes.setHtml(f"<div style='line-height:140%'>{body}</div>")
+
+    def _render_suggestions(self) -> None:
+        suggestions = self.suggestions
+        low = self.needs_review
+        for i, row in enumerate(self.rows):
+            s = suggestions[i] if i < len(suggestions) else None
+            row.set_suggestion(s, self._catalog.get(s.code) if s else None,
+                               s is not None and s.score < self.threshold)
+        waiting = self.order is not None and self.prediction is None
+        self.pending.setVisible(waiting)
+        if self.prediction is not None and not suggestions:
+            self.pending.setText("The engine had no suggestion: type to search the catalog.")
+            self.pending.setVisible(True)
+        elif self._engine_problem:
+            self.pending.setText("Suggestions unavailable (engine not running): type to search the catalog.")
+        else:
+            self.pending.setText("Computing suggestions… (type to search the catalog meanwhile)")
+        self.model_label.setText(f"model {self.prediction.model}" if self.prediction and self.prediction.model else "")
+        if low:
+            self.review.setText(f"Needs review: confidence {suggestions[0].score:.0%} is below the site threshold "
+                                f"({self.threshold:.0%}). Nothing is pre-selected: press 1/2/3 or type to search.")
+        self.review.setVisible(low)
+        self.selected = 0 if suggestions and not low else None
+        self._paint_selection()
+        self._update_hint()
+
+    def _paint_selection(self) -> None:
+        for i, row in enumerate(self.rows):
+            row.set_selected(i == self.selected)
+
+    def _update_hint(self) -> None:
+        if self.order is None:
+            self.hint.clear()
+            return
+        if self.search.text().strip():
+            self.hint.setText("↑/↓ pick · <b>Enter</b> confirm override · Esc cancel")
+        elif self.selected is not None:
+            self.hint.setText(f"<b>Enter</b> accept {self.selected + 1} · <b>1/2/3</b> choose · type to search "
+                              "· Ctrl+M comment · Ctrl+↓ next order")
+        else:
+            self.hint.setText("<b>1/2/3</b> choose · type to search the catalog · Ctrl+↓ next order")
+
+    # --- actions
+    def _select(self, index: int | None) -> None:
+        if index is not None and not (0 <= index < len(self.suggestions)):
+            return
+        self.selected = index
+        self._paint_selection()
+        self._update_hint()
+
+    def choose_suggestion(self, index: int) -> bool:
+        suggestions = self.suggestions
+        if not (0 <= index < len(suggestions)):
+            self.message.emit(f"There is no suggestion {index + 1}")
+            return False
+        return self._decide(suggestions[index].code)
+
+    def accept_selected(self) -> bool:
+        if self.order is None:
+            return False
+        if self.selected is None:
+            if self.prediction is None:
+                self.message.emit("Suggestions are not ready yet: type to search the catalog")
+            elif self.needs_review:
+                self.message.emit("Needs review: choose 1/2/3 or type to search; Enter does not accept")
+            else:
+                self.message.emit("Nothing selected: choose 1/2/3 or type to search")
+            return False
+        return self.choose_suggestion(self.selected)
+
+    def _decide(self, code: str) -> bool:
+        if self.order is None:
+            return False
+        top = self.prediction.top if self.prediction else None
+        decision = DecisionInput(
+            order_id=self.order.id, final_code=code, suggested=top,
+            model_version=self.prediction.model if self.prediction else None,
+            comment=self.comment.text().strip(),
+            time_to_decide_ms=int(self._clock.elapsed()) if self._clock.isValid() else None,
+        )
+        self.decision_requested.emit(decision)
+        return True
+
+    def start_search(self, text: str = "") -> None:
+        if self.order is None:
+            return
+        self.search.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        if text:
+            self.search.setText(self.search.text() + text)
+
+    def cancel_search(self) -> None:
+        self.search.clear()
+        self.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def focus_comment(self) -> None:
+        if self.order is not None:
+            self.comment.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def _update_results(self, text: str) -> None:
+        self.results.clear()
+        matches = self._search.search(text) if text.strip() else []
+        for p in matches:
+            item = QListWidgetItem(f"{p.code}   {p.name}")
+            item.setData(Qt.ItemDataRole.UserRole, p.code)
+            item.setToolTip(f"<b>{html.escape(p.name)}</b><br>{html.escape(p.indications)}")
+            self.results.addItem(item)
+        if matches:
+            self.results.setCurrentRow(0)
+        elif text.strip():
+            item = QListWidgetItem("No protocol matches")
+            item.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.results.addItem(item)
+        self.results.setVisible(bool(text.strip()))
+        self._update_hint()
+
+    def _confirm_search(self, item: QListWidgetItem | None = None) -> bool:
+        item = item or self.results.currentItem()
+        code = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        if not code:
+            self.message.emit("No protocol matches the search")
+            return False
+        return self._decide(code)
+
+    # --- keyboard
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Type.KeyPress:
+            key = event.key()
+            if obj is self.search:
+                if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                    if self.search.text().strip():
+                        self._confirm_search()
+                    else:
+                        self.setFocus()
+                        self.accept_selected()
+                    return True
+                if key in (Qt.Key.Key_Down, Qt.Key.Key_Up) and self.results.count():
+                    step = 1 if key == Qt.Key.Key_Down else -1
+                    row = max(0, min(self.results.count() - 1, self.results.currentRow() + step))
+                    self.results.setCurrentRow(row)
+                    return True
+                if key == Qt.Key.Key_Escape:
+                    self.cancel_search()
+                    return True
+            elif obj is self.comment:
+                if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                    if self.search.text().strip():
+                        self._confirm_search()
+                    else:
+                        self.accept_selected()
+                    return True
+                if key == Qt.Key.Key_Escape:
+                    self.setFocus()
+                    return True
+        return super().eventFilter(obj, event)
+
+    def keyPressEvent(self, event):
+        if self.order is None:
+            return super().keyPressEvent(event)
+        key = event.key()
+        mods = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        if mods in (Qt.KeyboardModifier.NoModifier, Qt.KeyboardModifier.ShiftModifier):
+            if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                self.accept_selected()
+                return
+            if key in (Qt.Key.Key_1, Qt.Key.Key_2, Qt.Key.Key_3) and mods == Qt.KeyboardModifier.NoModifier:
+                self.choose_suggestion(key - Qt.Key.Key_1)
+                return
+            if key == Qt.Key.Key_Down and self.suggestions:
+                self._select(0 if self.selected is None else min(len(self.suggestions) - 1, self.selected + 1))
+                return
+            if key == Qt.Key.Key_Up and self.suggestions:
+                self._select(0 if self.selected is None else max(0, self.selected - 1))
+                return
+            if key == Qt.Key.Key_Escape:
+                self.cancel_search()
+                return
+            text = event.text()
+            if text and (text.isalpha() or text in "-/"):
+                self.start_search(text)
+                return
+        super().keyPressEvent(event)

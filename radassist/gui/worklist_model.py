@@ -1,0 +1,497 @@
+"""The worklist: a table model over the orders in the database, and its sort/filter proxy.
+
+The source model holds one ``WorklistEntry`` per order (a plain snapshot, no live ORM objects).
+``WorklistModel.reload`` re-reads the database and applies the differences (rows inserted or
+changed), so selections survive. ``WorklistModel.poll`` is a cheap query on counts and max ids
+that triggers a reload only when something changed (an import by another process, a decision
+made on another workstation).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QPainter
+from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
+from sqlalchemy import func, select, text
+
+from radassist.domain import Prediction, SafetyFlag, Suggestion
+from radassist.store.models import OrderRow, SuggestionRow, utcnow
+from radassist.worklist import PRIORITY_RANK
+
+# Column indices
+COL_PRIORITY, COL_ACCESSION, COL_PATIENT, COL_AGE_SEX, COL_EXAM, COL_WAITING, COL_STATUS, COL_SUGGESTION, \
+    COL_CONFIDENCE = range(9)
+HEADERS = ("Priority", "Accession", "Patient", "Age/Sex", "Ordered exam", "Waiting", "Status", "Suggestion",
+           "Confidence")
+
+ENTRY_ROLE = Qt.ItemDataRole.UserRole + 1  # the WorklistEntry of a row
+SORT_ROLE = Qt.ItemDataRole.UserRole + 2   # a sortable key for the column
+
+PRIORITY_COLOURS = {"STAT": ("#b3261e", "#ffffff"), "URGENT": ("#a15c00", "#ffffff"), "ROUTINE": ("#e3e8ef", "#2b3440")}
+
+_MODALITY_WORDS = {
+    "CT": "CT", "CTA": "CT", "MR": "MR", "MRI": "MR", "MRA": "MR", "MRV": "MR", "MRCP": "MR", "US": "US",
+    "ULTRASOUND": "US", "XR": "XR", "X-RAY": "XR", "XRAY": "XR", "CR": "XR", "DX": "XR", "NM": "NM", "PET": "PET",
+    "PET/CT": "PET", "FL": "FL", "FLUORO": "FL", "MG": "MG", "MAMMO": "MG", "MAMMOGRAM": "MG",
+}
+
+
+def modality_of(exam: str) -> str:
+    """Modality from the ordered exam's first word ('MRI BRAIN' -> 'MR'); '' when unknown."""
+    words = exam.replace("-", " ").upper().split()
+    if not words:
+        return ""
+    first = words[0]
+    if first in _MODALITY_WORDS:
+        return _MODALITY_WORDS[first]
+    if first.startswith("PET"):
+        return "PET"
+    return ""
+
+
+def format_waiting(ordered_at: datetime | None, now: datetime | None = None) -> str:
+    if ordered_at is None:
+        return ""
+    minutes = max(0, int(((now or utcnow()) - ordered_at).total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d}"
+    return f"{hours // 24} d {hours % 24} h"
+
+
+@dataclass(frozen=True)
+class WorklistEntry:
+    id: int
+    accession: str
+    priority: str
+    patient_name: str
+    mrn: str
+    age: int | None
+    sex: str
+    ordered_exam: str
+    ordered_at: datetime | None
+    status: str
+    suggestion_code: str = ""
+    suggestion_name: str = ""
+    confidence: float | None = None
+    model_version: str = ""
+
+    @property
+    def modality(self) -> str:
+        return modality_of(self.ordered_exam)
+
+    @property
+    def age_sex(self) -> str:
+        age = "" if self.age is None else str(self.age)
+        return f"{age} {self.sex}".strip() if self.sex != "U" or age else ""
+
+    def sort_key(self) -> tuple:
+        """Worklist order: STAT first, then URGENT, then ROUTINE; oldest first; then id."""
+        return (PRIORITY_RANK.get(self.priority, 3), self.ordered_at or datetime.max, self.id)
+
+    def haystack(self) -> str:
+        return " ".join((self.accession, self.patient_name, self.mrn, self.ordered_exam, self.suggestion_code,
+                         self.suggestion_name, self.priority)).lower()
+
+
+# --- reading suggestions -----------------------------------------------------------------------
+
+def prediction_from_row(row: SuggestionRow, accession: str) -> Prediction:
+    return Prediction(
+        accession=accession,
+        suggestions=[Suggestion(s["code"], s["name"], float(s["score"])) for s in json.loads(row.suggestions_json)],
+        flags=[SafetyFlag(f["type"], f["evidence"], f.get("start", -1), f.get("end", -1))
+               for f in json.loads(row.flags_json or "[]")],
+        model=row.model_version,
+        latency_ms=row.latency_ms,
+    )
+
+
+def best_prediction(session, order_id: int, accession: str, model_version: str | None) -> Prediction | None:
+    """The current engine's cached suggestions; before it is known, the latest cached ones."""
+    query = select(SuggestionRow).where(SuggestionRow.order_id == order_id)
+    if model_version:
+        query = query.where(SuggestionRow.model_version == model_version)
+    row = session.scalar(query.order_by(SuggestionRow.created_at.desc(), SuggestionRow.id.desc()).limit(1))
+    return prediction_from_row(row, accession) if row is not None else None
+
+
+def load_entries(session, model_version: str | None) -> list[WorklistEntry]:
+    """Every order, with the top suggestion of ``model_version`` (or the latest cached one)."""
+    orders = session.execute(select(
+        OrderRow.id, OrderRow.accession, OrderRow.priority, OrderRow.patient_name, OrderRow.mrn, OrderRow.age,
+        OrderRow.sex, OrderRow.ordered_exam, OrderRow.ordered_at, OrderRow.status)).all()
+    query = select(SuggestionRow.order_id, SuggestionRow.suggestions_json, SuggestionRow.model_version)
+    if model_version:
+        query = query.where(SuggestionRow.model_version == model_version)
+    top: dict[int, tuple[str, str, float, str]] = {}
+    for order_id, payload, version in session.execute(query.order_by(SuggestionRow.created_at, SuggestionRow.id)):
+        items = json.loads(payload)
+        if items:
+            top[order_id] = (items[0]["code"], items[0]["name"], float(items[0]["score"]), version)
+        elif order_id not in top:
+            top[order_id] = ("", "", None, version)
+    entries = []
+    for o in orders:
+        code, name, score, version = top.get(o.id, ("", "", None, ""))
+        entries.append(WorklistEntry(
+            id=o.id, accession=o.accession, priority=o.priority, patient_name=o.patient_name or "", mrn=o.mrn or "",
+            age=o.age, sex=o.sex or "U", ordered_exam=o.ordered_exam, ordered_at=o.ordered_at, status=o.status,
+            suggestion_code=code, suggestion_name=name, confidence=score, model_version=version))
+    return entries
+
+
+def database_signature(session) -> tuple:
+    """Cheap fingerprint of what the worklist shows: changes when orders, decisions or suggestions do."""
+    row = session.execute(text(
+        "SELECT (SELECT count(*) FROM orders), (SELECT max(id) FROM orders), "
+        "(SELECT count(*) FROM orders WHERE status = 'done'), (SELECT max(id) FROM decisions), "
+        "(SELECT max(id) FROM suggestions), (SELECT max(created_at) FROM suggestions)")).one()
+    return tuple(row)
+
+
+# --- the table model ---------------------------------------------------------------------------
+
+class WorklistModel(QAbstractTableModel):
+    """All orders of the database (filtering is the proxy's job). Reads on the GUI thread are cheap
+    selects; the model never runs inference."""
+
+    polled = Signal(list)  # after a poll found changes: ids of orders new to the model
+
+    def __init__(self, db=None, parent=None, poll_ms: int = 2000):
+        super().__init__(parent)
+        self._db = db
+        self._entries: list[WorklistEntry] = []
+        self._row_of: dict[int, int] = {}
+        self._signature: tuple | None = None
+        self.model_version: str | None = None
+        self.confidence_threshold = 0.5
+        self._bold = QFont()
+        self._bold.setBold(True)
+        self._poll = QTimer(self)
+        self._poll.setInterval(poll_ms)
+        self._poll.timeout.connect(self.poll)
+        self._clock = QTimer(self)  # waiting times tick
+        self._clock.setInterval(30_000)
+        self._clock.timeout.connect(self._tick)
+        if db is not None:
+            self.reload()
+            self._poll.start()
+            self._clock.start()
+
+    # -- data access
+    def entry(self, row: int) -> WorklistEntry:
+        return self._entries[row]
+
+    def entry_by_id(self, order_id: int) -> WorklistEntry | None:
+        row = self._row_of.get(order_id)
+        return self._entries[row] if row is not None else None
+
+    def row_of(self, order_id: int) -> int | None:
+        return self._row_of.get(order_id)
+
+    def entries(self) -> list[WorklistEntry]:
+        return list(self._entries)
+
+    def todo_ids_in_order(self) -> list[int]:
+        return [e.id for e in sorted(self._entries, key=WorklistEntry.sort_key) if e.status == "todo"]
+
+    # -- updates
+    def set_entries(self, entries: list[WorklistEntry]) -> list[int]:
+        """Apply a fresh snapshot: changed rows emit dataChanged, new ones are inserted. Returns new ids."""
+        fresh = {e.id: e for e in entries}
+        gone = [e.id for e in self._entries if e.id not in fresh]
+        for order_id in gone:  # rare: orders are never deleted by the app
+            row = self._row_of[order_id]
+            self.beginRemoveRows(QModelIndex(), row, row)
+            del self._entries[row]
+            self._row_of = {e.id: i for i, e in enumerate(self._entries)}
+            self.endRemoveRows()
+        for i, old in enumerate(self._entries):
+            new = fresh[old.id]
+            if new != old:
+                self._entries[i] = new
+                self.dataChanged.emit(self.index(i, 0), self.index(i, len(HEADERS) - 1))
+        added = [e for e in entries if e.id not in self._row_of]
+        if added:
+            first = len(self._entries)
+            self.beginInsertRows(QModelIndex(), first, first + len(added) - 1)
+            self._entries.extend(added)
+            for i, e in enumerate(added, start=first):
+                self._row_of[e.id] = i
+            self.endInsertRows()
+        return [e.id for e in added]
+
+    def update_entry(self, entry: WorklistEntry) -> None:
+        row = self._row_of.get(entry.id)
+        if row is None:
+            self.set_entries(self._entries + [entry])
+            return
+        if self._entries[row] != entry:
+            self._entries[row] = entry
+            self.dataChanged.emit(self.index(row, 0), self.index(row, len(HEADERS) - 1))
+
+    def mark_done(self, order_id: int) -> None:
+        """Show an order as done. Callers do this only after its decision is committed."""
+        entry = self.entry_by_id(order_id)
+        if entry is not None:
+            self.update_entry(replace(entry, status="done"))
+
+    def set_prediction(self, order_id: int, prediction: Prediction | None) -> None:
+        entry = self.entry_by_id(order_id)
+        if entry is None:
+            return
+        top = prediction.top if prediction else None
+        self.update_entry(replace(
+            entry, suggestion_code=top.code if top else "", suggestion_name=top.name if top else "",
+            confidence=top.score if top else None, model_version=prediction.model if prediction else ""))
+
+    def reload(self) -> list[int]:
+        """Re-read every order from the database; returns the ids of orders new to the model."""
+        if self._db is None:
+            return []
+        with self._db.session() as session:
+            self._signature = database_signature(session)
+            entries = load_entries(session, self.model_version)
+        return self.set_entries(entries)
+
+    def poll(self) -> bool:
+        """Reload when the database changed since the last look (cheap query). True when reloaded."""
+        if self._db is None:
+            return False
+        try:
+            with self._db.session() as session:
+                signature = database_signature(session)
+        except Exception:  # a locked or busy database: try again at the next tick
+            return False
+        if signature == self._signature:
+            return False
+        added = self.reload()
+        self.polled.emit(added)
+        return True
+
+    def set_model_version(self, version: str | None) -> None:
+        if version != self.model_version:
+            self.model_version = version
+            self.reload()
+
+    def _tick(self) -> None:
+        if self._entries:
+            self.dataChanged.emit(self.index(0, COL_WAITING), self.index(len(self._entries) - 1, COL_WAITING),
+                                  [Qt.ItemDataRole.DisplayRole])
+
+    # -- QAbstractTableModel
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._entries)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(HEADERS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and 0 <= section < len(HEADERS):
+            if role == Qt.ItemDataRole.DisplayRole:
+                return HEADERS[section]
+            if role == Qt.ItemDataRole.TextAlignmentRole:
+                return int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def flags(self, index):
+        if not index.isValid():
+            return Qt.ItemFlag.NoItemFlags
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or not (0 <= index.row() < len(self._entries)):
+            return None
+        e = self._entries[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(e, col)
+        if role == ENTRY_ROLE:
+            return e
+        if role == SORT_ROLE:
+            return self._sort_value(e, col)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if col == COL_SUGGESTION and e.suggestion_code:
+                return f"{e.suggestion_code}: {e.suggestion_name}"
+            if col == COL_PATIENT and e.mrn:
+                return f"{e.patient_name} (MRN {e.mrn})"
+            if col == COL_CONFIDENCE and e.confidence is not None and e.confidence < self.confidence_threshold:
+                return "Below the confidence threshold: needs review"
+            return None
+        if role == Qt.ItemDataRole.BackgroundRole and col == COL_PRIORITY:
+            return QBrush(QColor(PRIORITY_COLOURS.get(e.priority, PRIORITY_COLOURS["ROUTINE"])[0]))
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if col == COL_PRIORITY:
+                return QBrush(QColor(PRIORITY_COLOURS.get(e.priority, PRIORITY_COLOURS["ROUTINE"])[1]))
+            if e.status == "done":
+                return QBrush(QColor("#6b7480"))
+            if col == COL_CONFIDENCE and e.confidence is not None and e.confidence < self.confidence_threshold:
+                return QBrush(QColor("#a15c00"))
+            return None
+        if role == Qt.ItemDataRole.FontRole:
+            if col == COL_PRIORITY or (e.priority == "STAT" and e.status == "todo" and col == COL_PATIENT):
+                return self._bold
+            return None
+        if role == Qt.ItemDataRole.TextAlignmentRole:
+            if col in (COL_PRIORITY, COL_STATUS):
+                return int(Qt.AlignmentFlag.AlignCenter)
+            if col in (COL_CONFIDENCE, COL_WAITING):
+                return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            return None
+        return None
+
+    def _display(self, e: WorklistEntry, col: int) -> str:
+        if col == COL_PRIORITY:
+            return e.priority
+        if col == COL_ACCESSION:
+            return e.accession
+        if col == COL_PATIENT:
+            return e.patient_name
+        if col == COL_AGE_SEX:
+            return e.age_sex
+        if col == COL_EXAM:
+            return e.ordered_exam
+        if col == COL_WAITING:
+            return format_waiting(e.ordered_at) if e.status == "todo" else ""
+        if col == COL_STATUS:
+            return "Done" if e.status == "done" else "To do"
+        if col == COL_SUGGESTION:
+            return e.suggestion_code or ("…" if e.status == "todo" else "")
+        if col == COL_CONFIDENCE:
+            if e.confidence is None:
+                return ""
+            text = f"{e.confidence:.0%}"
+            return f"⚠ {text}" if e.confidence < self.confidence_threshold else text
+        return ""
+
+    def _sort_value(self, e: WorklistEntry, col: int):
+        if col == COL_PRIORITY:
+            return PRIORITY_RANK.get(e.priority, 3)
+        if col == COL_WAITING:  # longest waiting first when ascending
+            return e.ordered_at.timestamp() if e.ordered_at else 0.0
+        if col == COL_CONFIDENCE:
+            return -1.0 if e.confidence is None else e.confidence
+        if col == COL_AGE_SEX:
+            return -1 if e.age is None else e.age
+        return self._display(e, col).lower() if col != COL_STATUS else e.status
+
+
+class PriorityDelegate(QStyledItemDelegate):
+    """Paints the priority as a badge: STAT red, URGENT amber, ROUTINE grey."""
+
+    def paint(self, painter: QPainter, option, index):
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        text = opt.text
+        opt.text = ""
+        style = opt.widget.style() if opt.widget is not None else None
+        if style is not None:
+            style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+        if not text:
+            return
+        bg, fg = PRIORITY_COLOURS.get(text, PRIORITY_COLOURS["ROUTINE"])
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        font = QFont(opt.font)
+        font.setBold(True)
+        font.setPointSizeF(max(7.5, font.pointSizeF() - 1.5))
+        painter.setFont(font)
+        metrics = painter.fontMetrics()
+        width = min(opt.rect.width() - 8, metrics.horizontalAdvance(text) + 16)
+        height = min(opt.rect.height() - 8, metrics.height() + 4)
+        rect = opt.rect.adjusted(0, 0, 0, 0)
+        rect.setWidth(width)
+        rect.setHeight(height)
+        rect.moveCenter(opt.rect.center())
+        rect.moveLeft(opt.rect.left() + 6)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(bg))
+        painter.drawRoundedRect(rect, 4, 4)
+        painter.setPen(QColor(fg))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
+
+
+# --- the proxy ---------------------------------------------------------------------------------
+
+class WorklistProxy(QSortFilterProxyModel):
+    """Filters (to do / done / all, modality, text) and the worklist order (STAT first, then oldest)."""
+
+    STATUSES = ("todo", "done", "all")
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._status = "todo"
+        self._modality = ""
+        self._terms: list[str] = []
+        self.setDynamicSortFilter(True)
+        self.setSortRole(SORT_ROLE)
+
+    def set_status_filter(self, status: str) -> None:
+        if status not in self.STATUSES:
+            raise ValueError(status)
+        if status != self._status:
+            self._status = status
+            self.invalidateFilter()
+
+    def status_filter(self) -> str:
+        return self._status
+
+    def set_modality_filter(self, modality: str) -> None:
+        modality = (modality or "").upper()
+        if modality != self._modality:
+            self._modality = modality
+            self.invalidateFilter()
+
+    def set_text_filter(self, text: str) -> None:
+        terms = text.lower().split()
+        if terms != self._terms:
+            self._terms = terms
+            self.invalidateFilter()
+
+    def entry(self, proxy_row: int) -> WorklistEntry:
+        return self.index(proxy_row, 0).data(ENTRY_ROLE)
+
+    def proxy_row_of(self, order_id: int) -> int | None:
+        source = self.sourceModel()
+        row = source.row_of(order_id) if source is not None else None
+        if row is None:
+            return None
+        idx = self.mapFromSource(source.index(row, 0))
+        return idx.row() if idx.isValid() else None
+
+    def filterAcceptsRow(self, source_row, source_parent):
+        e: WorklistEntry = self.sourceModel().entry(source_row)
+        if self._status != "all" and e.status != self._status:
+            return False
+        if self._modality and e.modality != self._modality:
+            return False
+        if self._terms:
+            hay = e.haystack()
+            return all(t in hay for t in self._terms)
+        return True
+
+    def lessThan(self, left, right):
+        model = self.sourceModel()
+        a, b = model.entry(left.row()), model.entry(right.row())
+        col = left.column()
+        if col == COL_PRIORITY:
+            return a.sort_key() < b.sort_key()
+        va, vb = model._sort_value(a, col), model._sort_value(b, col)
+        if va == vb:
+            return a.sort_key() < b.sort_key()
+        return va < vb
+
+
+__all__ = [
+    "COL_ACCESSION", "COL_AGE_SEX", "COL_CONFIDENCE", "COL_EXAM", "COL_PATIENT", "COL_PRIORITY", "COL_STATUS",
+    "COL_SUGGESTION", "COL_WAITING", "ENTRY_ROLE", "HEADERS", "SORT_ROLE",
+    "WorklistEntry", "WorklistModel", "WorklistProxy", "best_prediction", "database_signature", "format_waiting",
+    "load_entries", "modality_of", "prediction_from_row",
+]
