@@ -113,3 +113,47 @@ def ui_settings(tmp_path: Path):
     from PySide6.QtCore import QSettings
 
     return QSettings(str(tmp_path / "ui.ini"), QSettings.Format.IniFormat)
+
+
+def open_window(qtbot, db, tmp_path: Path, engine=None, *, catalog=None, start_worker: bool = True, **kwargs):
+    """A MainWindow on ``db`` signed in as a radiologist, engine built in the worker thread."""
+    from radassist.access import RADIOLOGIST, Actor
+    from radassist.gui.main_window import MainWindow
+
+    catalog = catalog if catalog is not None else catalog_of(db)
+    if engine is None:
+        engine = lambda: KeywordEngine(catalog, temperature=0.3)  # noqa: E731 - confident by default
+    window = MainWindow(db, Actor("dr.test", RADIOLOGIST), engine_factory=engine,
+                        ui_settings=kwargs.pop("settings", None) or ui_settings(tmp_path),
+                        start_worker=start_worker, **kwargs)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+def wait_all_suggested(qtbot, window, timeout: int = 20000) -> None:
+    qtbot.waitUntil(lambda: bool(window.engine_info.get("model_id")) and all(
+        e.suggestion_code for e in window.model.entries() if e.status == "todo"), timeout=timeout)
+
+
+def decisions_by_accession(db) -> dict:
+    from sqlalchemy import select
+
+    from radassist.store.models import DecisionRow, OrderRow
+
+    with db.session() as session:
+        rows = session.execute(select(OrderRow.accession, DecisionRow).join(DecisionRow.order).order_by(DecisionRow.id))
+        return {acc: (d.final_code, d.action, d.suggested_code, d.model_version, d.comment, d.time_to_decide_ms)
+                for acc, d in rows}
+
+
+def top_codes(db, accession: str, model_version: str) -> list[str]:
+    from sqlalchemy import select
+
+    from radassist.store.models import OrderRow, SuggestionRow
+
+    with db.session() as session:
+        row = session.execute(select(SuggestionRow.suggestions_json).join(OrderRow).where(
+            OrderRow.accession == accession, SuggestionRow.model_version == model_version)).scalar_one()
+        return [s["code"] for s in json.loads(row)]
