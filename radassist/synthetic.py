@@ -167,6 +167,12 @@ new O2 requirement, tachycardia {hr}, recent hospitalization
 chest pain worse with inspiration, calf tenderness, recent travel
 acute SOB, SpO2 {spo2}%, clear lungs, unexplained
 pleuritic CP, HR {hr}, on estrogen therapy
+suspected pulmonary embolism
+concern for PE, hypoxic
+high clinical suspicion for PE
+r/o PE, tachycardic and short of breath
+acute dyspnea, ?PE
+right heart strain on echo, ?PE
 """)
 
 APPY_SC = _lines("""
@@ -229,6 +235,16 @@ neuroendocrine tumor, ?hypervascular liver mets~MR-ABD-LIVER
 known HCC s/p TACE, treatment response~MR-ABD-LIVER
 hep B carrier, new hypoechoic liver lesion~MR-ABD-LIVER
 LI-RADS 4 observation, characterize~MR-ABD-LIVER
+""")
+
+STONE_SC = _lines("""
+colicky {side} flank pain radiating to groin, microscopic hematuria
+sudden {side} flank pain, writhing, UA with RBCs
+known nephrolithiasis, recurrent colic
+flank pain with hematuria, ?obstructing stone
+renal colic, prior stones, ?passage
+{side} flank pain, nausea, CVA tenderness, afebrile
+intermittent severe {side} flank pain since this morning, blood in urine
 """)
 
 BRAIN_MASS_SC = _lines("""
@@ -345,7 +361,7 @@ hyperdense lesion on noncontrast head CT, ?tumor vs hemorrhage, no MRI possible
 """, q="characterize mass|pre and post contrast|?mets|eval lesion", age=(35, 88), pri="UR")
 
 _k("MR-BRAIN-WWO", "MRI BRAIN W WO|MRI BRAIN WITH AND WITHOUT CONTRAST|MR BRAIN W/WO|MRI BRAIN WWO|MRI BRAIN W/ + W/O",
-   "MRI BRAIN|MRI HEAD|CT HEAD|MRI BRAIN W", BRAIN_MASS_SC + MS_SC,
+   "MRI BRAIN|MRI HEAD|CT HEAD|MRI BRAIN W", BRAIN_MASS_SC * 2 + MS_SC,
    fx="papilledema on fundoscopy|new R pronator drift|CT showed vasogenic edema|focal seizure|CSF pleocytosis|oligoclonal bands positive",
    hx="h/o {cancer}|s/p craniotomy|on keppra",
    q="r/o mets|eval mass|?tumor|eval demyelination|?abscess|r/o metastatic disease|assess enhancement",
@@ -612,10 +628,10 @@ exertional chest tightness, stress test nondiagnostic
 
 # --- abdomen and pelvis CT -------------------------------------------------------------------
 _k("CT-ABD-PEL-W", "CT ABDOMEN PELVIS W CONTRAST|CT A/P W|CT ABD PELVIS WITH IV CONTRAST|CT AP WITH CONTRAST|CT ABD/PELVIS W",
-   "CT ABDOMEN PELVIS|CT ABD/PELVIS|CT ABDOMEN|CT A/P", APPY_SC + ABD_SC,
+   "CT ABDOMEN PELVIS|CT ABD/PELVIS|CT ABDOMEN|CT A/P", APPY_SC * 2 + ABD_SC,
    fx="WBC {wbc}|temp {temp}|lactate {lactate}|lipase {lipase}|peritoneal signs|guarding|HR {hr}",
    hx="prior abdominal surgery|h/o diverticulitis|h/o SBO",
-   q="r/o appendicitis|?diverticulitis|r/o SBO|?abscess|eval abd pain|?perforation|r/o obstruction",
+   q="r/o appendicitis|appy?|?appendicitis|?diverticulitis|r/o SBO|?abscess|eval abd pain|?perforation|r/o obstruction",
    age=(18, 88), pri="SU")
 
 _k("CT-ABD-PEL-WO", "CT ABDOMEN PELVIS WO|CT A/P NONCON|CT ABD PELVIS WITHOUT CONTRAST|CT ABDOMEN PELVIS W/O",
@@ -628,15 +644,10 @@ on enoxaparin, Hgb {hgb}, flank ecchymosis
 """, q="r/o RP hematoma|?free air|noncontrast study", age=(30, 92), pri="SU")
 
 _k("CT-ABD-PEL-STONE", "CT ABDOMEN PELVIS STONE PROTOCOL|CT KUB|CT RENAL STONE|CT A/P WO STONE|CT STONE PROTOCOL",
-   "CT ABDOMEN PELVIS|CT ABD PELVIS WO|CT ABDOMEN|CT A/P", """
-colicky {side} flank pain radiating to groin, microscopic hematuria
-sudden {side} flank pain, writhing, UA with RBCs
-known nephrolithiasis, recurrent colic
-flank pain with hematuria, ?obstructing stone
+   "CT ABDOMEN PELVIS|CT ABD PELVIS WO|CT ABDOMEN|CT A/P", STONE_SC + _lines("""
 follow-up known 6 mm {side} UVJ stone
-renal colic, prior stones, ?passage
-{side} flank pain, nausea, CVA tenderness, afebrile
-""", fx="UA >50 RBC|no fever|Cr {cr}|mild hydro on bedside US",
+s/p ureteroscopy, residual stone burden
+"""), fx="UA >50 RBC|no fever|Cr {cr}|mild hydro on bedside US",
    hx="h/o kidney stones|prior lithotripsy|recurrent calcium oxalate stones",
    q="?ureteral stone|r/o nephrolithiasis|low dose stone protocol|?obstructing calculus|r/o stone",
    age=(18, 80), pri="U")
@@ -750,6 +761,11 @@ intramedullary lesion on prior MRI, ?tumor
 s/p ACDF with recurrent symptoms, postop evaluation
 bacteremia with neck pain and arm weakness
 new sensory level, ?transverse myelitis
+RRMS with new leg weakness and bladder urgency, ?new cord plaque
+demyelinating disease, electric sensation with neck flexion, eval cervical cord
+MS on DMT, restaging spinal cord lesions
+optic neuritis hx, now arm paresthesias, ?cord demyelination
+vertebral osteomyelitis concern, fever and neck pain, ESR {esr}
 """, q="r/o epidural abscess|eval cord lesion|?enhancement", age=(22, 82), pri="UR")
 
 _k("MR-TSPINE-WO", "MRI THORACIC SPINE WO|MRI T-SPINE|MRI TSPINE WITHOUT CONTRAST",
@@ -874,6 +890,14 @@ _k("MRCP", "MRCP|MRI ABDOMEN MRCP|MRI MRCP W WO|MRCP W WO",
 dilated CBD on US, ?choledocholithiasis
 rising bili and ALP after cholecystectomy
 IBD with persistently cholestatic labs, ?sclerosing cholangitis
+UC with ALP {alp}, ?PSC
+known PSC, annual surveillance of the biliary tree
+Crohn's colitis with rising ALP and GGT, r/o sclerosing cholangitis
+beaded ducts on outside imaging, ?PSC
+cholestatic LFT pattern, ?biliary obstruction
+elevated LFTs with dilated ducts on US
+RUQ pain with dilated ducts, ?CBD stone
+gallstone pancreatitis resolving, ?retained stone before lap chole
 recurrent pancreatitis, ?pancreas divisum
 pancreatic cyst follow-up, {cm} cm side-branch IPMN
 obstructive jaundice, ?biliary stricture
@@ -1188,19 +1212,22 @@ class Switch:
     kinds: tuple[str, ...]
     share: float
     acceptable: tuple[str, ...] = ()
+    extras: tuple[str, ...] = ()  # findings typical of the relabelled protocol
 
 
 SWITCHES: dict[str, Switch] = {
-    "NM-VQ": Switch(PE_SC, "CTA-CHEST-PE", ("allergy", "renal", "pregnancy", "pregnancy"), 0.75),
-    "CT-CHEST-WO": Switch(CHEST_MASS_SC, "CT-CHEST-W", ("allergy", "renal"), 0.5),
+    "NM-VQ": Switch(PE_SC, "CTA-CHEST-PE", ("allergy", "renal", "pregnancy"), 0.75, (),
+                    ("normal CXR", "CXR clear", "clear chest x-ray", "CXR unremarkable", "V/Q ok?")),
+    "CT-CHEST-WO": Switch(CHEST_MASS_SC, "CT-CHEST-W", ("allergy", "renal"), 0.4),
     "CT-ABD-PEL-WO": Switch(ABD_SC + APPY_SC, "CT-ABD-PEL-W", ("allergy", "renal"), 0.7),
+    "US-RENAL": Switch(STONE_SC, "CT-ABD-PEL-STONE", ("pregnancy",), 0.2),
     "MR-ABD-RENAL": Switch(RENAL_MASS_SC, "CT-RENAL-MASS", ("allergy",), 0.5),
     "MR-ABD-LIVER": Switch(LIVER_SC, "CT-LIVER-MP", ("allergy",), 0.35),
     "US-APPENDIX": Switch(APPY_SC, "CT-ABD-PEL-W", ("pregnancy",), 0.5),
     "CT-LSPINE-WO": Switch(LBP_SC, "MR-LSPINE-WO", ("mri",), 0.45),
     "MR-BRAIN-WO": Switch(BRAIN_MASS_SC + MS_SC, "MR-BRAIN-WWO", ("gad",), 0.25),
-    "CT-HEAD-WWO": Switch(BRAIN_MASS_SC, "MR-BRAIN-WWO", ("mri",), 0.6, ("CT-HEAD-W",)),
-    "CT-HEAD-W": Switch(BRAIN_MASS_SC, "MR-BRAIN-WWO", ("mri",), 0.6, ("CT-HEAD-WWO",)),
+    "CT-HEAD-WWO": Switch(BRAIN_MASS_SC, "MR-BRAIN-WWO", ("mri",), 0.5, ("CT-HEAD-W",)),
+    "CT-HEAD-W": Switch(BRAIN_MASS_SC, "MR-BRAIN-WWO", ("mri",), 0.35, ("CT-HEAD-WWO",)),
 }
 # Protocols whose orders should often carry normal or negated safety values, so a model
 # learns that only a real contraindication moves the label.
@@ -1491,16 +1518,21 @@ def _one(r: random.Random, p: Protocol, kn: Knowledge, codes: set[str]) -> tuple
         tail = r.choice(CONTRA_TAIL[kind])
         if tail and r.random() < 0.3:
             extra = f"{extra}, {tail}"
-        notes = _compose(r, src, scenario, [extra], age, sex)
-        u = r.random()
-        if u < 0.65:
-            pool = src.exams if (r.random() < 0.5 or not src.vague) else src.vague
+        extras = [extra]
+        if sw.extras and r.random() < 0.35:
+            extras.append(r.choice(sw.extras))
+        notes = _compose(r, src, scenario, extras, age, sex)
+        u = r.random()  # referrers usually order what they would have without the contraindication
+        if u < 0.45:
+            pool = src.vague or src.exams
+        elif u < 0.6:
+            pool = src.exams
         else:
             pool = kn.vague if (u < 0.85 and kn.vague) else kn.exams
         return (_exam_case(r, r.choice(pool)), notes, age, sex, _priority(r, src.priority),
                 sw.acceptable)
 
-    if p.code == "US-APPENDIX" and r.random() < 0.3:  # adult-style appendicitis text, child patient
+    if p.code == "US-APPENDIX" and r.random() < 0.25:  # adult-style appendicitis text, child patient
         scenario, _ = _split_acc(r.choice(APPY_SC))
         sex = r.choice("FM")
         age = r.randint(3, 15)
