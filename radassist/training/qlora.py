@@ -62,7 +62,7 @@ class QLoRAConfig:
     lora_alpha: int = 32  # scaling = alpha / r
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = LLAMA_TARGETS  # every linear layer of a Llama block
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-3  # suits a 135M model and ~200 steps; use ~2e-4 for 7B
     warmup_fraction: float = 0.05  # linear warm-up, then linear decay to zero
     weight_decay: float = 0.0
     epochs: float = 1.0
@@ -483,6 +483,13 @@ def config_from_args(args) -> QLoRAConfig:
     )
 
 
+def _command_line() -> str:
+    """How this process was started, as a shell command."""
+    if sys.argv and sys.argv[0].endswith("qlora.py"):
+        return shlex.join(["python", "-m", "radassist.training.qlora", *sys.argv[1:]])
+    return shlex.join(["radassist", *sys.argv[1:]])
+
+
 def run_training(args, examples: list[LabelledOrder], catalog: list[Protocol]) -> int:
     """`radassist train --engine llm`: split, train, report. Exit code 0 on success,
     143 when stopped by SIGTERM (nothing written), 1 on a training error."""
@@ -509,7 +516,7 @@ def run_training(args, examples: list[LabelledOrder], catalog: list[Protocol]) -
     log(f"training on {len(train_set)} orders, validating on {len(val_set)}")
     try:
         result = train(config, train_set, val_set, catalog, progress=report, stop_event=stop,
-                       out_dir=getattr(args, "out", None), command=shlex.join(["radassist", *sys.argv[1:]]))
+                       out_dir=getattr(args, "out", None), command=_command_line())
     except ZeroGradientError as exc:
         log(f"error: {exc}")
         return 1
@@ -530,7 +537,25 @@ def run_training(args, examples: list[LabelledOrder], catalog: list[Protocol]) -
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point, same options as `radassist train --engine llm`:
+    ``python -m radassist.training.qlora --data FILE [--catalog CSV] ...``."""
+    from radassist.catalog import default_catalog, load_catalog_csv
+    from radassist.synthetic import read_labelled_jsonl
+
+    parser = argparse.ArgumentParser(prog="python -m radassist.training.qlora", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, metavar="FILE", help="labelled orders (JSONL)")
+    parser.add_argument("--catalog", metavar="CSV", help="protocol catalog (default: the shipped one)")
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    catalog = load_catalog_csv(args.catalog) if args.catalog else default_catalog()
+    return run_training(args, read_labelled_jsonl(args.data), catalog)
+
+
 __all__ = [
     "QLoRAConfig", "TrainResult", "ZeroGradientError", "train", "add_train_arguments", "run_training",
     "config_from_args", "split_examples", "encode_example",
 ]
+
+if __name__ == "__main__":
+    sys.exit(main())
