@@ -350,7 +350,8 @@ known brain abscess on IV abx, follow-up, MRI unavailable
 brain metastases follow-up, pt cannot have MRI~CT-HEAD-WWO
 headache in known cancer pt, MRI contraindicated, r/o mets~CT-HEAD-WWO
 abscess workup, cannot go in MRI~CT-HEAD-WWO
-""", q="r/o mets|eval enhancing lesion|?abscess|contrast enhanced CT pls", age=(35, 88), pri="UR")
+""", q="r/o mets|eval enhancing lesion|?abscess|contrast enhanced CT pls", age=(35, 88), pri="UR",
+   acc="CT-HEAD-WWO")
 
 _k("CT-HEAD-WWO", "CT HEAD WO/W CONTRAST|CT HEAD W WO|CT BRAIN W/WO|CT HEAD WITH AND WITHOUT",
    "CT HEAD|MRI BRAIN|MRI BRAIN W WO", """
@@ -358,7 +359,8 @@ known meningioma, characterize, unable to undergo MRI~CT-HEAD-W
 indeterminate intracranial mass on noncon CT, pre and post contrast requested
 brain mass characterization, MRI contraindicated~CT-HEAD-W
 hyperdense lesion on noncontrast head CT, ?tumor vs hemorrhage, no MRI possible
-""", q="characterize mass|pre and post contrast|?mets|eval lesion", age=(35, 88), pri="UR")
+""", q="characterize mass|pre and post contrast|?mets|eval lesion", age=(35, 88), pri="UR",
+   acc="CT-HEAD-W")
 
 _k("MR-BRAIN-WWO", "MRI BRAIN W WO|MRI BRAIN WITH AND WITHOUT CONTRAST|MR BRAIN W/WO|MRI BRAIN WWO|MRI BRAIN W/ + W/O",
    "MRI BRAIN|MRI HEAD|CT HEAD|MRI BRAIN W", BRAIN_MASS_SC * 2 + MS_SC,
