@@ -64,18 +64,76 @@ def apply_style(app: QApplication) -> None:
 
 
 def sign_in(db, demo: bool, parent=None) -> Actor | None:
-    """The signed-in actor: the login dialog when it exists, else the demo radiologist with --demo."""
-    try:
-        from radassist.gui import login_dialog  # written by the sign-in work; optional until then
-    except ImportError:
-        login_dialog = None
-    if login_dialog is not None and hasattr(login_dialog, "sign_in"):
-        return login_dialog.sign_in(db, parent=parent)
-    if demo:
-        from radassist.gui.demo import DEMO_ACTOR
+    """The signed-in actor: the login dialog (radassist.gui.login_dialog); None when cancelled.
 
-        return DEMO_ACTOR
-    return None
+    Without that module (a build without sign-in), --demo signs in as the demo radiologist.
+    """
+    try:
+        from radassist.gui.login_dialog import LoginDialog
+    except ImportError:
+        LoginDialog = None  # noqa: N806
+    if LoginDialog is None:
+        if demo:
+            from radassist.gui.demo import DEMO_ACTOR
+
+            return DEMO_ACTOR
+        return None
+    from PySide6.QtWidgets import QDialog
+
+    from radassist import users
+
+    with db.session() as session:
+        if users.needs_bootstrap(session):
+            QMessageBox.critical(parent, "RadAssist", "No user exists in this database yet. Create the first "
+                                 "admin with:\n\n    radassist users add USERNAME --role admin")
+            return None
+    dialog = LoginDialog(db, parent, username="rad" if demo else "")
+    if demo:
+        dialog.setWindowTitle("RadAssist demo: sign in (rad / rad-demo-1)")
+    if dialog.exec() != QDialog.DialogCode.Accepted:
+        return None
+    return dialog.actor
+
+
+def install_integrations(window, db, app) -> None:
+    """Tools menu entries and the idle lock, from the sign-in/audit modules when present."""
+    try:
+        from radassist.gui.audit_viewer import AuditViewer
+    except ImportError:
+        AuditViewer = None  # noqa: N806
+    if AuditViewer is not None:
+        window.add_tool_action("&Audit log…", lambda: AuditViewer(db, window.actor, window).exec(),
+                               "Ctrl+Shift+A", permission="audit.view")
+    try:
+        from radassist.gui.login_dialog import IdleLockWatcher, LoginDialog
+    except ImportError:
+        return
+    from PySide6.QtWidgets import QDialog
+
+    from radassist import users
+
+    window.act_sign_out.setVisible(True)
+    watcher = IdleLockWatcher(minutes=window.site.idle_lock_minutes, parent=window)
+    window.idle_watcher = watcher
+
+    def sign_out():
+        with db.session() as session:
+            users.sign_out(session, window.actor)
+        window.close()
+
+    def lock():
+        watcher.pause()
+        with db.session() as session:
+            users.lock_session(session, window.actor)
+        dialog = LoginDialog.for_unlock(db, window.actor, parent=window)  # the open order stays behind it
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            window.actor = dialog.actor
+            watcher.resume()
+        else:
+            sign_out()
+
+    watcher.idle.connect(lock)
+    window.signed_out.connect(sign_out)
 
 
 def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | None = None,
@@ -93,17 +151,17 @@ def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | No
         from radassist.gui.demo import seed_demo
 
         seed_demo(db)
-    if screenshot and demo:
+    if screenshot and not demo:
+        print("radassist: error: --screenshot renders the demo database only (add --demo)", file=sys.stderr)
+        return 2
+    if screenshot:
         from radassist.gui.demo import DEMO_ACTOR
 
         actor = DEMO_ACTOR  # non-interactive: no sign-in dialog
     else:
         actor = sign_in(db, demo)
     if actor is None:
-        if not screenshot:
-            QMessageBox.critical(None, "RadAssist", "Sign-in is not available in this build yet. "
-                                 "Start with --demo to use the demo radiologist.")
-        print("radassist: error: no signed-in user (sign-in not available; use --demo)", file=sys.stderr)
+        print("radassist: not signed in", file=sys.stderr)
         return 2
 
     from radassist.gui.inference_worker import default_engine_factory
@@ -115,7 +173,18 @@ def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | No
         tmp = tempfile.TemporaryDirectory()
         ui_settings = QSettings(os.path.join(tmp.name, "ui.ini"), QSettings.Format.IniFormat)
     factory = default_engine_factory(db, engine) if engine else None
+    if not screenshot:
+        if not actor.can("order.view"):  # an auditor: the audit log only
+            try:
+                from radassist.gui.audit_viewer import AuditViewer
+            except ImportError:
+                print("radassist: error: this role has no worklist", file=sys.stderr)
+                return 3
+            AuditViewer(db, actor).exec()
+            return 0
     window = MainWindow(db, actor, engine_factory=factory, ui_settings=ui_settings, engine_label=engine)
+    if not screenshot:
+        install_integrations(window, db, app)
     window.close_wait_ms = 3000  # a model still loading is abandoned at exit (nothing to save there)
     window.show()
     window.startup_ms = (time.perf_counter() - started) * 1000
@@ -135,8 +204,11 @@ def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | No
 
 def _screenshot(app: QApplication, window, path: Path, timeout_s: float) -> int:
     """Wait until the open order shows the current engine's suggestions, then save the window."""
+    from PySide6.QtCore import QEventLoop
+
     deadline = time.monotonic() + timeout_s
     result = {"ok": False}
+    loop = QEventLoop()
 
     def ready() -> bool:
         pred = window.order_view.prediction
@@ -151,12 +223,12 @@ def _screenshot(app: QApplication, window, path: Path, timeout_s: float) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             window.grab().save(str(path))
             window.close()
-            app.quit()
+            loop.quit()
         else:
             QTimer.singleShot(100, check)
 
     QTimer.singleShot(100, check)
-    app.exec()
+    loop.exec()
     if not result["ok"]:
         print(f"radassist: warning: suggestions were not ready ({window.last_error or 'timeout'}); "
               f"screenshot saved anyway: {path}", file=sys.stderr)

@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
         self.filter_text.setClearButtonEnabled(True)
         self.filter_text.textChanged.connect(lambda t: self.proxy.set_text_filter(t) or self._update_count())
         self.filter_text.installEventFilter(self)
+        self.filter_text.setMinimumWidth(90)
         bar.addWidget(self.filter_text, 1)
         self.count_label = QLabel()
         self.count_label.setObjectName("mutedLabel")
