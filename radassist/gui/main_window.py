@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 ORGANIZATION = "RadAssist"
 APPLICATION = "RadAssist"
-COLUMN_WIDTHS = {COL_PRIORITY: 88, COL_ACCESSION: 130, COL_PATIENT: 150, COL_AGE_SEX: 72, COL_EXAM: 178,
-                 COL_WAITING: 74, COL_STATUS: 60, COL_SUGGESTION: 150, COL_CONFIDENCE: 92}
+COLUMN_WIDTHS = {COL_PRIORITY: 88, COL_ACCESSION: 138, COL_PATIENT: 150, COL_AGE_SEX: 70, COL_EXAM: 164,
+                 COL_WAITING: 74, COL_STATUS: 60, COL_SUGGESTION: 142, COL_CONFIDENCE: 92}
 
 
 def commit_decision(db, actor: Actor, decision: DecisionInput) -> None:
@@ -169,7 +169,7 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.order_view)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
-        self.splitter.setSizes([1010, 550])
+        self.splitter.setSizes([1040, 520])
         self.splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
 

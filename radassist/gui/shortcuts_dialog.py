@@ -37,7 +37,7 @@ class ShortcutsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts")
         self.setObjectName("shortcutsDialog")
-        self.resize(720, 640)
+        self.resize(760, 780)
         layout = QVBoxLayout(self)
         intro = QLabel("RadAssist is built for the keyboard: open an order, read the notes, press Enter.")
         intro.setWordWrap(True)
@@ -58,6 +58,7 @@ class ShortcutsDialog(QDialog):
             font = head.font()
             font.setBold(True)
             head.setFont(font)
+            head.setBackground(self.palette().alternateBase())
             self.table.setItem(row, 0, head)
             self.table.setSpan(row, 0, 1, 2)
             row += 1
