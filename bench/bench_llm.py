@@ -53,11 +53,14 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shortlist-k", type=int, default=10, help="0 = score the whole catalog")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--no-embedding", action="store_true", help="skip the embedding engine")
     args = ap.parse_args()
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     catalog = default_catalog()
     codes = {p.code for p in catalog}
     rows = read_dev(args.data)
@@ -77,8 +80,8 @@ def main() -> int:
     rss_before = peak_rss_mb()
     t = time.perf_counter()
     engine = LLMEngine(catalog, adapter=args.adapter, base_model=args.base_model, quantization=args.quantization,
-                       device=args.device, shortlist=embedding.shortlist if args.shortlist_k else None,
-                       shortlist_k=args.shortlist_k or len(catalog))
+                       device=args.device, shortlist_engine=embedding if args.shortlist_k else None,
+                       shortlist_size=args.shortlist_k or len(catalog))
     load_s = time.perf_counter() - t
     engine.predict(orders[0])  # warm-up
 

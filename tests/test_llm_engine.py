@@ -132,7 +132,7 @@ def test_engine_returns_catalog_codes_with_probabilities_and_flags(tiny_model_di
         assert pred.flags == [flag]
     # a shortlist is filtered to the catalog; everything else gets no suggestion
     engine.shortlist_fn = lambda orders, k: [["MR-KNEE-WO", "NOT-IN-CATALOG", "US-RUQ"] for _ in orders]
-    engine.shortlist_k = 2
+    engine.shortlist_size = 2
     pred = engine.predict(orders[1], top_k=3)
     assert {s.code for s in pred.suggestions} == {"MR-KNEE-WO", "US-RUQ"}
 

@@ -250,16 +250,17 @@ class LLMEngine(SuggestionEngine):
         base_model: str | Path | None = None,
         quantization: str = "nf4",
         device: str = "auto",
-        shortlist: ShortlistFn | None = None,
-        shortlist_k: int = 10,
+        shortlist_engine=None,
+        shortlist_size: int = 10,
         safety: SafetyFn | None = None,
         loaded=None,
         max_batch_tokens: int = 4096,
     ):
         """``loaded``: an already loaded ``radassist.llm_model.LoadedModel`` (its model may be
         a peft model); otherwise the base model is loaded from settings and the adapter
-        applied. ``shortlist``: e.g. ``EmbeddingEngine.shortlist``; None scores the whole
-        catalog. ``safety`` defaults to ``radassist.safety.check_notes``."""
+        applied. ``shortlist_engine``: an engine with ``shortlist(orders, k)`` (the embedding
+        engine) or such a callable; its top ``shortlist_size`` codes are scored. None scores
+        the whole catalog. ``safety`` defaults to ``radassist.safety.check_notes``."""
         from radassist.llm_model import load_base_model
 
         self._adapter_dir = resolve_adapter(adapter)
@@ -280,8 +281,8 @@ class LLMEngine(SuggestionEngine):
                 raise EngineError(f"could not load adapter {self._adapter_dir}: {type(exc).__name__}: {exc}") from exc
         self.loaded.model.eval()
         self.scorer = CandidateScorer(self.loaded.model, self.loaded.tokenizer, max_batch_tokens)
-        self.shortlist_fn = shortlist
-        self.shortlist_k = shortlist_k
+        self.shortlist_fn: ShortlistFn | None = getattr(shortlist_engine, "shortlist", shortlist_engine)
+        self.shortlist_size = shortlist_size
         if safety is None:
             from radassist.safety import check_notes as safety
         self.safety = safety
@@ -306,9 +307,9 @@ class LLMEngine(SuggestionEngine):
     def candidates_for(self, orders: Sequence[Order]) -> list[list[str]]:
         """Catalog codes to score per order: the shortlist (filtered to the catalog) or all."""
         all_codes = [p.code for p in self.catalog]
-        if self.shortlist_fn is None or self.shortlist_k >= len(all_codes):
+        if self.shortlist_fn is None or self.shortlist_size >= len(all_codes):
             return [all_codes for _ in orders]
-        lists = self.shortlist_fn(orders, self.shortlist_k)
+        lists = self.shortlist_fn(orders, self.shortlist_size)
         out = []
         for codes in lists:
             kept = list(dict.fromkeys(c for c in codes if c in self._by_code))
