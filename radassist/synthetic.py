@@ -350,6 +350,8 @@ known brain abscess on IV abx, follow-up, MRI unavailable
 brain metastases follow-up, pt cannot have MRI~CT-HEAD-WWO
 headache in known cancer pt, MRI contraindicated, r/o mets~CT-HEAD-WWO
 abscess workup, cannot go in MRI~CT-HEAD-WWO
+toxoplasmosis follow-up in HIV pt, MRI not available
+surveillance of treated brain mets, implant precludes MRI~CT-HEAD-WWO
 """, q="r/o mets|eval enhancing lesion|?abscess|contrast enhanced CT pls", age=(35, 88), pri="UR",
    acc="CT-HEAD-WWO")
 
@@ -359,6 +361,8 @@ known meningioma, characterize, unable to undergo MRI~CT-HEAD-W
 indeterminate intracranial mass on noncon CT, pre and post contrast requested
 brain mass characterization, MRI contraindicated~CT-HEAD-W
 hyperdense lesion on noncontrast head CT, ?tumor vs hemorrhage, no MRI possible
+known glioma, progression?, MRI not tolerated~CT-HEAD-W
+new mass effect on noncon CT in cancer pt, MRI not an option~CT-HEAD-W
 """, q="characterize mass|pre and post contrast|?mets|eval lesion", age=(35, 88), pri="UR",
    acc="CT-HEAD-W")
 
@@ -554,6 +558,9 @@ chronic cough > 8 weeks, CXR unremarkable
 COPD with emphysema, assess progression
 stable ground glass nodule, interval follow-up
 known pulmonary nodules, surveillance
+emphysema on prior imaging, worsening dyspnea, no contrast needed
+follow-up of part-solid nodule, noncontrast
+chronic cough and wheeze, never smoker, CXR normal
 """, q="nodule f/u|eval lung parenchyma|noncontrast pls", age=(35, 88), pri="R")
 
 _k("CT-CHEST-W", "CT CHEST W CONTRAST|CT CHEST WITH IV CONTRAST|CT THORAX W|CT CHEST W IV",
@@ -616,6 +623,8 @@ LDL 168, intermediate risk, reclassification
 cardiovascular risk stratification, no chest pain
 10-year ASCVD {ascvd}%, considering statin
 wants to know CV risk, asymptomatic
+borderline LDL, diabetic, no angina, CAC to guide statin
+strong FHx of MI, asymptomatic, risk reclassification
 """, q="calcium score|risk stratification|CAC", age=(40, 76), pri="R")
 
 _k("CTA-CORONARY", "CTA CORONARY|CCTA|CT CORONARY ANGIOGRAM|CTA HEART|CT CORONARY ANGIO",
@@ -626,6 +635,8 @@ atypical chest pain, equivocal stress test
 chest pain, troponin negative x2, low-intermediate risk, r/o CAD
 pre-op valve surgery, exclude obstructive CAD
 exertional chest tightness, stress test nondiagnostic
+recurrent chest pain, prior normal stress, ?non-obstructive CAD
+chest pain with LBBB, unable to exercise, coronary anatomy
 """, q="eval coronary stenosis|r/o CAD|?anomalous coronary", age=(30, 78), pri="UR")
 
 # --- abdomen and pelvis CT -------------------------------------------------------------------
@@ -696,6 +707,8 @@ adrenal incidentaloma, washout characterization
 resistant HTN and hypokalemia, ?aldosteronoma
 indeterminate adrenal nodule, ?adenoma
 adrenal nodule in lung cancer pt, adenoma vs metastasis
+enlarging adrenal nodule, {cm} cm, characterize
+lipid-poor adrenal lesion on prior CT, washout study
 """, q="adenoma?|washout|characterize adrenal", age=(35, 82), pri="R")
 
 _k("CT-UROGRAM", "CT UROGRAM|CT IVP|CT ABDOMEN PELVIS UROGRAM|CTU|CT UROGRAPHY",
@@ -717,6 +730,8 @@ obscure GI bleeding, capsule shows jejunal lesion
 iron deficiency with negative EGD and colonoscopy, ?small bowel source
 Crohn disease, ?stricture, postprandial pain
 suspected small bowel Crohn's, calprotectin elevated
+Crohn disease with partial SBO symptoms, eval stricture vs active inflammation
+chronic diarrhea, weight loss, ?ileal Crohn's
 """, q="eval small bowel|Crohn activity|?stricture", age=(30, 78), pri="R")
 
 _k("CTA-ABD-GIB", "CTA ABDOMEN PELVIS GI BLEED|CTA GI BLEED|CT ANGIO ABD/PELVIS BLEED|CTA A/P GIB",
@@ -815,6 +830,8 @@ overhead thrower with deep shoulder pain, ?SLAP
 instability after dislocation playing rugby
 clicking and catching, labral tear suspected
 young athlete, {n} dislocations this season
+volleyball player, posterior shoulder pain and instability, ?labrum
+failed conservative management after subluxation, labral eval
 """, q="?labral tear|r/o SLAP|eval labrum", age=(15, 40), pri="R")
 
 _k("MR-KNEE-WO", "MRI KNEE WO|MRI R KNEE|MRI L KNEE|MRI KNEE WITHOUT CONTRAST",
@@ -845,6 +862,8 @@ FAI with cam morphology on XR, pre-arthroscopy
 groin pain, positive FADIR, ?acetabular labral tear
 hockey player with mechanical hip symptoms
 hip impingement, pain with flexion
+soccer player with anterior hip pain and catching, ?labral tear
+hip arthroscopy planning, suspected labral pathology
 """, q="?labral tear|eval FAI|r/o labral tear", age=(15, 45), pri="R")
 
 _k("MR-WRIST-WO", "MRI WRIST WO|MRI R WRIST|MRI L WRIST|MRI WRIST WITHOUT CONTRAST",
@@ -854,6 +873,8 @@ ulnar-sided wrist pain with clicking, ?TFCC tear
 dorsal wrist pain, ?Kienbock
 ?scapholunate ligament injury, widening on XR
 chronic wrist pain in gymnast
+fall onto hand {wks} wks ago, persistent radial wrist pain, XR negative
+wrist pain after twisting injury, ?ligament tear
 """, q="?TFCC|r/o occult fx|eval ligaments", age=(14, 70), pri="R")
 
 _k("MR-ANKLE-WO", "MRI ANKLE WO|MRI R ANKLE|MRI L ANKLE|MRI ANKLE WITHOUT CONTRAST",
@@ -885,6 +906,8 @@ colorectal liver mets, pre-resection planning
 indeterminate lesion on CT, MRI for problem solving~CT-LIVER-MP
 cirrhosis with LI-RADS 3 observation, follow-up~CT-LIVER-MP
 hemangioma vs metastasis, atypical on US
+incidental liver lesion, prior cancer, MRI with hepatobiliary agent
+breast ca, new liver lesions on CT, characterize before resection
 """, q="characterize liver lesion|LI-RADS|?FNH|?HCC", age=(25, 82), pri="R")
 
 _k("MRCP", "MRCP|MRI ABDOMEN MRCP|MRI MRCP W WO|MRCP W WO",
@@ -912,6 +935,8 @@ indeterminate renal lesion on CT, MRI for characterization
 cystic renal mass, MRI requested for Bosniak
 adrenal mass indeterminate on CT, chemical shift MRI
 renal lesion too small to characterize on CT
+young pt with renal lesion, radiation sparing MRI
+indeterminate enhancing renal lesion, MRI requested by urology
 """, q="characterize renal mass|?RCC|Bosniak", age=(30, 85), pri="R")
 
 _k("MR-ENTERO", "MR ENTEROGRAPHY|MRE|MRI ABDOMEN PELVIS ENTEROGRAPHY|MRI ENTEROGRAPHY",
@@ -921,6 +946,8 @@ perianal fistula with Crohn's, eval tracts
 young pt with suspected Crohn's, calprotectin elevated
 Crohn's on biologic, response assessment, radiation sparing
 recurrent perianal abscess and fistula
+adolescent with growth failure and abdominal pain, ?IBD
+20s with known ileal Crohn's, new pain, prefer MRI over CT
 """, q="eval small bowel inflammation|Crohn activity|?fistula", age=(10, 35), pri="R")
 
 _k("MR-PELVIS-FEMALE", "MRI PELVIS FEMALE W WO|MRI PELVIS W WO|MRI UTERUS|MRI FEMALE PELVIS",
@@ -931,6 +958,8 @@ newly diagnosed endometrial cancer, staging
 cervical cancer staging
 deep infiltrating endometriosis, pre-op mapping
 adenomyosis vs fibroid
+F:ovarian lesion with solid component on US, O-RADS 4
+F:fibroid uterus, pre-myomectomy mapping
 """, q="characterize adnexal mass|staging|fibroid mapping", age=(22, 78), sex="F", pri="R")
 
 _k("MR-PROSTATE", "MRI PROSTATE|MRI PROSTATE MULTIPARAMETRIC|MP MRI PROSTATE|MRI PROSTATE W WO",
@@ -952,6 +981,8 @@ rectal cancer after chemoradiation, restaging
 low rectal mass on colonoscopy, biopsy adenocarcinoma
 rectal cancer on total neoadjuvant therapy, response
 watch and wait after complete clinical response
+rectal adenocarcinoma, assess mesorectal fascia and nodes
+rectal bleeding, mass on flex sig, biopsy cancer, local staging
 """, q="rectal cancer staging|eval CRM|restaging", age=(35, 85), pri="R")
 
 _k("MR-BREAST-WWO", "MRI BREAST BILATERAL W WO|MRI BREASTS|MRI BREAST W/WO|MRI BREAST BILATERAL",
@@ -1078,6 +1109,8 @@ scrotal swelling and dysuria, ?epididymitis
 bag of worms feel, ?varicocele
 testicular pain after trauma
 scrotal swelling, ?hydrocele
+teen with sudden scrotal pain and vomiting, r/o torsion
+increasing left scrotal fullness, ?varicocele
 """, q="r/o torsion|eval mass|?epididymitis", age=(8, 80), sex="M", pri="U")
 
 _k("US-APPENDIX", "US APPENDIX|US RLQ|US ABDOMEN APPENDIX|US APPENDICITIS",
@@ -1116,6 +1149,8 @@ _k("NM-VQ", "NM VQ SCAN|NM LUNG VENTILATION PERFUSION|V/Q SCAN|NM VQ",
 pulmonary hypertension, ?CTEPH
 persistent dyspnea months after PE, ?chronic thromboembolic disease
 exertional dyspnea, elevated PA pressure on echo, CTEPH workup
+suspected PE, pregnant, CXR normal
+PE suspected but contrast contraindicated
 """, q="?PE|r/o PE|V/Q pls|eval perfusion", age=(18, 85), pri="U")
 
 _k("NM-HIDA", "NM HIDA SCAN|HEPATOBILIARY SCAN|NM HEPATOBILIARY|HIDA|HIDA WITH CCK",
@@ -1125,6 +1160,8 @@ biliary colic symptoms, no stones on US, ?biliary dyskinesia
 s/p lap chole, RUQ fluid, ?bile leak
 suspected acalculous cholecystitis in ICU pt
 recurrent RUQ pain with normal US, GB ejection fraction
+post-op bile leak suspected, drain output bilious
+US shows stones but no wall thickening, ?acute cholecystitis
 """, q="?cholecystitis|GB EF|r/o bile leak", age=(18, 85), pri="U")
 
 _k("PET-FDG", "PET CT FDG|PET/CT SKULL BASE TO MID THIGH|PET CT WHOLE BODY|FDG PET|PET/CT",
