@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a clear message, never a traceback with patient data
         from radassist.access import PermissionDenied
+        from radassist.users import AuthenticationError
 
-        if isinstance(exc, PermissionDenied):
+        if isinstance(exc, (PermissionDenied, AuthenticationError)):
             print(f"radassist: refused: {exc}", file=sys.stderr)
             return 3
         if args.verbose:

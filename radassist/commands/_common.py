@@ -59,3 +59,23 @@ def progress(iterable=None, total=None, desc="", disable=None):
     if disable is None:
         disable = not sys.stderr.isatty() and total is not None and total < 200
     return tqdm(iterable, total=total, desc=desc, file=sys.stderr, disable=disable, unit="order")
+
+
+def add_auth_arguments(parser) -> None:
+    parser.add_argument("--user", metavar="NAME", help="the user performing the action")
+    parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
+
+def authenticate_cli(args, session):
+    """Sign in the --user named on the command line (password from stdin or a prompt)."""
+    import getpass
+
+    from radassist import users
+
+    if not getattr(args, "user", None):
+        raise users.AuthenticationError("this action needs a signed-in user: add --user NAME")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"Password for {args.user}: ")
+    return users.authenticate(session, args.user, password)

@@ -222,7 +222,7 @@ class EmbeddingEngine(SuggestionEngine):
         return [[self.codes[j] for j in row] for row in idx.tolist()]
 
     # --- learning -----------------------------------------------------------------------------
-    def fit(self, examples: Sequence[LabelledOrder], val_fraction: float = 0.15, epochs: int = 300,
+    def fit(self, examples: Sequence[LabelledOrder], val_fraction: float = 0.15, epochs: int = 200,
             lr: float = 0.01, weight_decay: float = 1e-4, seed: int = 0, **_) -> dict:
         """Train the head on labelled orders (seconds on a CPU); fits the temperature on a held-out split."""
         t0 = time.perf_counter()
@@ -302,7 +302,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Temperature scaling (Guo et al. 2017): one scalar minimizing held-out NLL."""
     log_t = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
-    logits = logits.detach()
+    logits = logits.detach().clone()
 
     def closure():
         opt.zero_grad()

@@ -39,16 +39,9 @@ def default_engine_factory(db, engine_name: str | None = None, fallback: bool = 
 
     def factory():
         import radassist.engines as engines  # heavy imports happen here, in the worker thread
-        from radassist.catalog import ensure_catalog
-        from radassist.settings import load_settings
 
-        with db.session() as session:
-            catalog = ensure_catalog(session)
-            settings = load_settings(session)
-        name = engine_name or settings.engine
-        if fallback and hasattr(engines, "create_engine_with_fallback"):
-            return engines.create_engine_with_fallback(name, catalog, settings)
-        return engines.create_engine(name, catalog, settings)
+        engine, reason = engines.create_site_engine(db, engine_name, fallback=fallback)
+        return (engine, reason) if fallback else engine
 
     return factory
 
