@@ -3,7 +3,7 @@ top-1/top-3 (``acceptable`` codes count as hits), in-catalog check, shortlist re
 embedding engine on the same orders for comparison.
 
     python bench/bench_llm.py [--data ../shared/dev_orders.jsonl] [--adapter default]
-                              [--shortlist-k 10] [--quantization nf4] [--no-embedding]
+                              [--shortlist-k 10] [--quantization nf4] [--threads N] [--no-embedding]
 """
 from __future__ import annotations
 

@@ -178,9 +178,10 @@ def _make_optimizer(params, config: QLoRAConfig):
         try:
             import bitsandbytes as bnb
 
-            return bnb.optim.PagedAdamW8bit(params, lr=config.learning_rate, weight_decay=config.weight_decay), (
-                "bitsandbytes PagedAdamW8bit"
-            )
+            optimizer = bnb.optim.PagedAdamW8bit(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+            on_cpu = all(p.device.type == "cpu" for p in params)
+            # bitsandbytes pages optimizer state only on CUDA; on CPU the 8-bit state stays in RAM
+            return optimizer, "bitsandbytes PagedAdamW8bit" + (" (8-bit state, not paged on CPU)" if on_cpu else "")
         except Exception as exc:  # bitsandbytes without a backend for this device
             print(f"radassist: PagedAdamW8bit unavailable ({type(exc).__name__}: {exc}); using torch AdamW",
                   file=sys.stderr)
@@ -318,6 +319,7 @@ def train(
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_dir))
     try:
         model.save_pretrained(str(tmp))
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's template card; MODEL_CARD.md replaces it
         calibration.save(tmp)
         card = {
             "version": version,
