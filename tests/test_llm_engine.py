@@ -230,12 +230,15 @@ def test_sigterm_stops_run_training_cleanly(tiny_model_dir, tmp_path, monkeypatc
 @pytest.mark.integration
 def test_smollm2_with_shipped_adapter_predicts_dev_style_orders():
     from radassist.catalog import default_catalog
+    from radassist.engines import create_embedding_engine
     from radassist.engines.llm import LLMEngine, resolve_adapter
     from radassist.paths import ADAPTERS_DIR
 
     has_adapter = (ADAPTERS_DIR / "DEFAULT").is_file()
     catalog = default_catalog()
-    engine = LLMEngine(catalog, adapter="default" if has_adapter else None, device="cpu")
+    # as in production: the embedding engine shortlists, the LLM ranks the shortlist
+    engine = LLMEngine(catalog, adapter="default" if has_adapter else None, device="cpu",
+                       shortlist_engine=create_embedding_engine(catalog), shortlist_size=10)
     cases = [
         (Order("I1", "CT CHEST", "SOB, tachycardia 110, L calf swelling after a long flight. ?PE", 50, "M"),
          "CTA-CHEST-PE"),
