@@ -104,6 +104,13 @@ def install_integrations(window, db, app) -> None:
     if AuditViewer is not None:
         window.add_tool_action("&Audit log…", lambda: AuditViewer(db, window.actor, window).exec(),
                                "Ctrl+Shift+A", permission="audit.view")
+    from radassist.gui.retraining_panel import RetrainingPanel
+    from radassist.gui.settings_panel import SettingsPanel
+
+    window.add_tool_action("&Settings…", lambda: SettingsPanel(db, window.actor, window).exec(),
+                           "Ctrl+,", permission="settings.change")
+    window.add_tool_action("&Retraining…", lambda: RetrainingPanel(db, window.actor, window).exec(),
+                           "Ctrl+Shift+R", permission="training.start")
     try:
         from radassist.gui.login_dialog import IdleLockWatcher, LoginDialog
     except ImportError:

@@ -92,6 +92,12 @@ class MainWindow(QMainWindow):
         self.model.polled.connect(self._on_polled)
         self.table.sortByColumn(COL_PRIORITY, Qt.SortOrder.AscendingOrder)
         self._update_count()
+        # Promotion/rollback from another instance or the CLI: poll the registry's active versions.
+        self._active_models = self._query_active_models()
+        self._models_timer = QTimer(self)
+        self._models_timer.setInterval(max(poll_ms, 3000))
+        self._models_timer.timeout.connect(self.check_active_models)
+        self._models_timer.start()
         if start_worker:
             QTimer.singleShot(0, self.start_worker)
         QTimer.singleShot(0, self.open_first_todo)
@@ -277,6 +283,7 @@ class MainWindow(QMainWindow):
         with self.db.session() as session:
             self.site = load_settings(session)
             self.catalog = ensure_catalog(session)
+        self._active_models = self._query_active_models()
         self.engine_name = self.site.engine
         self.order_view.set_catalog(self.catalog)
         self.order_view.set_threshold(self.site.confidence_threshold)
@@ -290,6 +297,25 @@ class MainWindow(QMainWindow):
             self._old_workers.append(old)
             old.finished.connect(lambda: self._old_workers.remove(old) if old in self._old_workers else None)
         self.start_worker()
+
+    def _query_active_models(self) -> dict[str, str | None]:
+        from radassist.engines import active_model_paths
+
+        try:
+            with self.db.session() as session:
+                return active_model_paths(session)
+        except Exception as exc:  # a locked or unavailable database: try again on the next tick
+            log.warning("could not read the active model versions: %s", exc)
+            return dict(getattr(self, "_active_models", {}))
+
+    def check_active_models(self) -> bool:
+        """Restart the engine when the registry's active versions changed (promotion elsewhere)."""
+        current = self._query_active_models()
+        if current == self._active_models:
+            return False
+        self.statusBar().showMessage("A new model version was activated; reloading the engine", 8000)
+        self.restart_engine()
+        return True
 
     def stop_worker(self, wait_ms: int | None = None) -> bool:
         """Ask the worker(s) to stop; True when all have finished (a model still loading may not)."""

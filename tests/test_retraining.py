@@ -1,0 +1,265 @@
+"""Retraining from decisions, core only (no Qt): decisions -> candidate -> promoted engine; cancel;
+crash; busy; roles; de-identified export. The GUI side is in test_gui_retraining.py."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_llm_engine import tiny_model_dir  # noqa: F401 - the random tiny Llama fixture
+
+from radassist import registry
+from radassist.access import ADMIN, RADIOLOGIST, Actor, PermissionDenied
+
+ADMIN_ACTOR = Actor("admin.test", ADMIN)
+RAD_ACTOR = Actor("dr.test", RADIOLOGIST)
+PATIENT = "Quixworth, Zebulon"
+PROTOCOLS = ("CT-HEAD-WO", "CTA-CHEST-PE", "MR-KNEE-WO", "US-APPENDIX", "US-RUQ", "CT-ABD-PEL-W", "MR-BRAIN-WWO",
+             "CT-LSPINE-WO")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def seed_decisions(db, tmp_path: Path, per_protocol: int = 8, seed: int = 5, override: dict | None = None,
+                   codes=PROTOCOLS) -> list[str]:
+    """Orders (with name/MRN, repeated in the notes) for a few protocols, each with a decision.
+
+    ``override``: {true_code: site_code}: the model suggested ``true_code``, the radiologist chose ``site_code``.
+    Returns the accessions.
+    """
+    from radassist.catalog import catalog_from_db
+    from radassist.domain import Suggestion
+    from radassist.ingest import import_files
+    from radassist.store.models import OrderRow
+    from radassist.synthetic import generate
+    from radassist.worklist import DecisionInput, record_decision
+
+    with db.session() as session:
+        catalog = [p for p in catalog_from_db(session) if p.code in set(codes)]
+    examples = generate(catalog, per_protocol=per_protocol, seed=seed)
+    lines, labels = [], {}
+    for i, e in enumerate(examples):
+        acc, mrn = f"ACC{seed:02d}{i:05d}", f"MRN{seed:02d}{i:06d}"
+        o = e.order
+        notes = f"Patient {PATIENT} (MRN {mrn}, accession {acc}). {o.clinical_notes}"
+        lines.append(json.dumps({"accession": acc, "ordered_exam": o.ordered_exam, "clinical_notes": notes,
+                                 "age": o.age, "sex": o.sex, "priority": o.priority, "mrn": mrn,
+                                 "patient_name": PATIENT}))
+        labels[acc] = e.code
+    path = tmp_path / f"orders-{seed}.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    report = import_files(db, [path], actor=ADMIN_ACTOR)
+    assert report.imported == len(lines), report.summary()
+    override = override or {}
+    with db.session() as session:
+        ids = {r.accession: r.id for r in session.query(OrderRow).filter(OrderRow.accession.in_(list(labels)))}
+        for acc, code in labels.items():
+            final = override.get(code, code)
+            record_decision(session, RAD_ACTOR, DecisionInput(
+                ids[acc], final, suggested=Suggestion(code, code, 0.9), model_version="embedding/shipped"))
+    return list(labels)
+
+
+def cli(*argv: str) -> int:
+    from radassist.cli import main
+
+    return main(list(argv))
+
+
+def register_run(db, engine: str = "embedding", actor: Actor = ADMIN_ACTOR, version: str | None = None) -> str:
+    version = version or f"{engine}-run-test-{time.time_ns()}"
+    with db.session() as session:
+        registry.start_run(session, actor, engine, version, data={}, hyperparams={})
+    return version
+
+
+def train_args(db, out: Path, version: str, engine: str = "embedding", replay: int = 3) -> list[str]:
+    return ["train", "--engine", engine, "--from-db", "--db", str(db.path), "--run-id", version,
+            "--json-progress", "--replay", str(replay), "--out", str(out)]
+
+
+def test_decisions_to_promoted_engine_end_to_end(db, tmp_path, capsys):
+    from radassist.engines import create_site_engine
+
+    seed_decisions(db, tmp_path, per_protocol=10, override={"CT-LSPINE-WO": "MR-LSPINE-WO"})
+    before, _ = create_site_engine(db, "embedding")
+    version = register_run(db)
+    assert cli(*train_args(db, tmp_path / "out", version)) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert any("step" in m for m in lines) and lines[-1]["event"] == "done"
+    with db.session() as session:
+        run = registry.get_version(session, version)
+    assert run.status == registry.CANDIDATE and Path(run.path).is_dir()
+    cmp = run.metrics["comparison"]
+    assert cmp["heldout"] > 0 and {"top1", "top3", "ece"} <= set(cmp["candidate"]) and "better" in cmp
+    assert run.metrics["data"]["overrides"] == 10
+    with db.session() as session:
+        with pytest.raises(PermissionDenied):
+            registry.promote(session, RAD_ACTOR, version)
+        registry.promote(session, ADMIN_ACTOR, version)
+    after, _ = create_site_engine(db, "embedding")
+    assert after.model_id != before.model_id
+    assert after.version == json.loads((Path(run.path) / "head.json").read_text())["version"]
+    # the site's override is learned: lumbar-spine orders now get the MR protocol
+    from radassist.catalog import catalog_from_db
+    from radassist.synthetic import generate
+
+    with db.session() as session:
+        lspine = [p for p in catalog_from_db(session) if p.code == "CT-LSPINE-WO"]
+    preds = after.predict_batch([e.order for e in generate(lspine, per_protocol=10, seed=99)], top_k=1)
+    assert sum(p.suggestions[0].code == "MR-LSPINE-WO" for p in preds) >= 7
+    with db.session() as session:
+        assert registry.rollback(session, ADMIN_ACTOR, "embedding") is None
+    rolled, _ = create_site_engine(db, "embedding")
+    assert rolled.model_id == before.model_id
+
+
+def test_command_line_models_list_promote_and_audit(db, tmp_path, capsys):
+    from radassist.store.models import AuditEventRow
+
+    seed_decisions(db, tmp_path, per_protocol=4)
+    version = register_run(db)
+    assert cli(*train_args(db, tmp_path / "out", version)) == 0
+    assert cli("models", "list", "--db", str(db.path)) == 0
+    assert version in capsys.readouterr().out
+    with db.session() as session:
+        registry.promote(session, ADMIN_ACTOR, version)
+        actions = [a for (a,) in session.query(AuditEventRow.action)]
+    assert {"training.start", "training.end", "model.promote"} <= set(actions)
+
+
+def test_second_run_is_refused_while_one_is_running(db):
+    register_run(db, version="first")
+    with db.session() as session:
+        registry.attach_process(session, "first", os.getpid())  # alive
+    with pytest.raises(registry.TrainingBusy):
+        register_run(db, version="second")
+    # another app instance: its own connection to the same database file
+    from radassist.store import open_database
+
+    other = open_database(db.path)
+    try:
+        with pytest.raises(registry.TrainingBusy):
+            register_run(other, version="third")
+    finally:
+        other.dispose()
+
+
+def test_radiologist_cannot_start_training_promote_or_roll_back(db, tmp_path):
+    with pytest.raises(PermissionDenied):
+        register_run(db, actor=RAD_ACTOR)
+    with db.session() as session:
+        assert registry.list_versions(session) == []
+        with pytest.raises(PermissionDenied):
+            registry.rollback(session, RAD_ACTOR, "embedding")
+    from radassist.settings import SiteSettings, save_settings
+
+    with db.session() as session, pytest.raises(PermissionDenied):
+        save_settings(session, RAD_ACTOR, SiteSettings(confidence_threshold=0.1))
+
+
+def _spawn(db, tmp_path, version, engine, *extra) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "radassist.cli", *train_args(db, tmp_path / "out", version, engine),
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+
+
+def _wait_for_step(proc: subprocess.Popen, timeout: float = 240) -> list[str]:
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if line.startswith("{") and '"step"' in line:
+            return seen
+    raise AssertionError(f"no progress line: {seen} {proc.stderr.read() if proc.poll() is not None else ''}")
+
+
+def test_sigterm_cancels_a_running_llm_training(db, tmp_path, tiny_model_dir):
+    seed_decisions(db, tmp_path, per_protocol=6)
+    version = register_run(db, "llm")
+    proc = _spawn(db, tmp_path, version, "llm", "--base-model", str(tiny_model_dir), "--device", "cpu",
+                  "--epochs", "50", "--batch-size", "2")
+    _wait_for_step(proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert '"stopped"' in out
+    with db.session() as session:
+        run = registry.get_version(session, version)
+        assert run.status == registry.CANCELLED and run.path is None
+        assert registry.active_version(session, "llm") is None
+    assert not any((tmp_path / "out").glob("llm-*")), "a cancelled run writes no adapter"
+
+
+def test_killed_training_process_is_marked_failed(db, tmp_path):
+    seed_decisions(db, tmp_path, per_protocol=4)
+    version = register_run(db)
+    log = tmp_path / "run.log"
+    with db.session() as session:
+        row = session.query(registry.ModelVersionRow).filter_by(version=version).one()
+        row.log_path = str(log)
+    proc = _spawn(db, tmp_path, version, "embedding")
+    time.sleep(1.0)  # it attaches its pid to the run first thing
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with db.session() as session:
+            if session.query(registry.ModelVersionRow).filter_by(version=version).one().pid == proc.pid:
+                break
+        time.sleep(0.2)
+    proc.kill()  # SIGKILL: like the OOM killer
+    proc.communicate(timeout=30)
+    log.write_text("killed\n")
+    with db.session() as session:
+        assert registry.get_version(session, version).status == registry.RUNNING
+        assert registry.reap_dead_runs(session) == 1
+    with db.session() as session:
+        run = registry.get_version(session, version)
+        assert run.status == registry.FAILED and "crash or killed" in run.metrics["error"]
+        assert run.log_path == str(log) and registry.active_version(session, "embedding") is None
+        registry.start_run(session, ADMIN_ACTOR, "embedding", "after-crash", data={}, hyperparams={})
+
+
+def test_disk_full_is_reported_in_metrics(db, tmp_path, monkeypatch, capsys):
+    import radassist.training.runner as runner
+
+    seed_decisions(db, tmp_path, per_protocol=4)
+
+    def no_space(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "train_embedding", no_space)
+    version = register_run(db)
+    assert cli(*train_args(db, tmp_path / "out", version)) == 1
+    with db.session() as session:
+        run = registry.get_version(session, version)
+    assert run.status == registry.FAILED and "No space left on device" in run.metrics["error"]
+    assert "No space left" in capsys.readouterr().out
+
+
+def test_export_data_has_no_names_mrns_or_accessions(db, tmp_path, capsys, monkeypatch):
+    import io
+
+    from radassist import users
+
+    accessions = seed_decisions(db, tmp_path, per_protocol=3)
+    with db.session() as session:
+        users.bootstrap_admin(session, "boss", "Correct-Horse-42!")
+    out = tmp_path / "export.jsonl"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Correct-Horse-42!\n"))
+    assert cli("train", "export-data", "--out", str(out), "--db", str(db.path), "--user", "boss",
+               "--password-stdin", "--replay", "1") == 0
+    text = out.read_text()
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert sum(r["accession"].startswith("case-") for r in rows) == len(accessions)
+    for needle in ("Quixworth", "Zebulon", "MRN0", "ACC0"):
+        assert needle.lower() not in text.lower(), needle
+    assert {r["split"] for r in rows} == {"train", "heldout"}
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x\n"))
+    assert cli("train", "export-data", "--out", str(tmp_path / "x.jsonl"), "--db", str(db.path), "--user", "nobody",
+               "--password-stdin") == 3
