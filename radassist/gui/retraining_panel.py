@@ -159,7 +159,7 @@ class RetrainingPanel(QDialog):
     def __init__(self, db, actor: Actor, window=None, parent=None, *, python: str | None = None,
                  extra_args: list[str] | None = None):
         require(actor, "training.start")  # the panel refuses to open for others
-        super().__init__(parent if parent is not None else window)
+        super().__init__(parent if parent is not None else (window if isinstance(window, QWidget) else None))
         self.db = db
         self.actor = actor
         self.window_ = window

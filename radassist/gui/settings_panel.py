@@ -59,7 +59,7 @@ class SettingsPanel(QDialog):
 
     def __init__(self, db, actor: Actor, window=None, parent=None, *, model_check=check_base_model):
         require(actor, "settings.change")  # the panel refuses to open for others
-        super().__init__(parent if parent is not None else window)
+        super().__init__(parent if parent is not None else (window if isinstance(window, QWidget) else None))
         self.db = db
         self.actor = actor
         self.window_ = window
