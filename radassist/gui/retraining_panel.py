@@ -286,7 +286,9 @@ class RetrainingPanel(QDialog):
         self.comparison.setVerticalHeaderLabels(["Top-1", "Top-3", "Calibration error (ECE)"])
         self.comparison.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.comparison.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.comparison.setMaximumHeight(118)
+        self.comparison.verticalHeader().setDefaultSectionSize(26)
+        self.comparison.setFixedHeight(3 * 26 + self.comparison.horizontalHeader().sizeHint().height() + 6)
+        self.comparison.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         cv.addWidget(self.comparison)
         self.changes_label = QLabel("No candidate yet.")
         self.changes_label.setObjectName("changesLabel")
@@ -617,11 +619,12 @@ class RetrainingPanel(QDialog):
                     item = QTableWidgetItem(value)
                     item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                     self.comparison.setItem(r, c, item)
-            self.comparison.setHorizontalHeaderLabels([f"Active ({cmp['active']['model']})",
-                                                       f"Candidate ({cmp['candidate']['model']})"])
+            for c, key in enumerate(("active", "candidate")):
+                self.comparison.horizontalHeaderItem(c).setToolTip(cmp[key]["model"])
             better = ", ".join(cmp.get("better", [])) or "none"
             worse = ", ".join(cmp.get("worse", [])) or "none"
-            self.changes_label.setText(f"{cmp['heldout']} held-out decisions. Protocols better: {better}. "
+            self.changes_label.setText(f"{cmp['heldout']} held-out decisions; active {cmp['active']['model']}, "
+                                       f"candidate {cmp['candidate']['model']}.\nProtocols better: {better}. "
                                        f"Worse: {worse}.")
         else:
             self.changes_label.setText("No held-out decisions yet: the candidate cannot be compared.")
