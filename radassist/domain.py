@@ -87,6 +87,16 @@ class SafetyFlag:
         return {"type": self.type, "evidence": self.evidence}
 
 
+def format_confidence(score: float) -> str:
+    """A model's probability as a percentage that never claims certainty (">99%", "<1%")."""
+    pct = score * 100
+    if pct >= 99.5 and score < 1.0:
+        return ">99%"
+    if 0.0 < pct < 0.5:
+        return "<1%"
+    return f"{pct:.0f}%"
+
+
 @dataclass(frozen=True)
 class Suggestion:
     code: str

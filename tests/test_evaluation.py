@@ -31,3 +31,13 @@ def test_ece_is_zero_when_confidence_matches_accuracy():
 def test_macro_f1():
     assert macro_f1(["a", "b"], ["a", "b"]) == 1.0
     assert macro_f1(["a", "a", "b"], ["a", "b", "b"]) == pytest.approx((2 / 3 + 2 / 3) / 2)
+
+
+def test_confidence_is_never_shown_as_certainty():
+    from radassist.domain import format_confidence
+
+    assert format_confidence(0.996) == ">99%"
+    assert format_confidence(1.0) == "100%"
+    assert format_confidence(0.004) == "<1%"
+    assert format_confidence(0.0) == "0%"
+    assert format_confidence(0.456) == "46%"

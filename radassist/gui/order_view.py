@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from radassist.domain import Prediction, Protocol, SafetyFlag, Suggestion
+from radassist.domain import Prediction, Protocol, SafetyFlag, Suggestion, format_confidence
 from radassist.worklist import DecisionInput
 
 try:  # written concurrently; the view works without it (flags then come from the prediction)
@@ -202,7 +202,7 @@ class SuggestionRowWidget(QFrame):
         self.name.setText(s.name)
         pct = int(round(s.score * 100))
         self.bar.setValue(pct)
-        self.score.setText(f"{pct}%")
+        self.score.setText(format_confidence(s.score))
         self._set_prop("lowConfidence", low)
         if protocol is not None:
             items = "".join(f"<li>{html.escape(i)}</li>" for i in protocol.indication_list)
@@ -539,7 +539,7 @@ class OrderView(QWidget):
             self.pending.setText("Computing suggestions… (type to search the catalog meanwhile)")
         self.model_label.setText(f"model {self.prediction.model}" if self.prediction and self.prediction.model else "")
         if low:
-            self.review.setText(f"Needs review: confidence {suggestions[0].score:.0%} is below the site threshold "
+            self.review.setText(f"Needs review: confidence {format_confidence(suggestions[0].score)} is below the site threshold "
                                 f"({self.threshold:.0%}). Nothing is pre-selected: press 1/2/3 or type to search.")
         self.review.setVisible(low)
         self.selected = 0 if suggestions and not low else None

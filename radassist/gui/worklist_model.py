@@ -18,7 +18,7 @@ from PySide6.QtGui import QBrush, QColor, QFont, QPainter
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 from sqlalchemy import func, select, text
 
-from radassist.domain import Prediction, SafetyFlag, Suggestion
+from radassist.domain import Prediction, SafetyFlag, Suggestion, format_confidence
 from radassist.store.models import OrderRow, SuggestionRow, utcnow
 from radassist.worklist import PRIORITY_RANK
 
@@ -367,7 +367,7 @@ class WorklistModel(QAbstractTableModel):
         if col == COL_CONFIDENCE:
             if e.confidence is None:
                 return ""
-            text = f"{e.confidence:.0%}"
+            text = format_confidence(e.confidence)
             return f"⚠ {text}" if e.confidence < self.confidence_threshold else text
         return ""
 
