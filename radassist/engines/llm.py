@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +63,17 @@ def encode_candidate(tokenizer, protocol: Protocol) -> list[int]:
 # --------------------------------------------------------------------------- calibration
 @dataclass
 class Calibration:
-    """How raw log-likelihoods become probabilities; stored as calibration.json."""
+    """How raw log-likelihoods become probabilities; stored as calibration.json.
+
+    Without a prior: ``softmax(score / temperature)`` over the candidates. With the shortlist
+    engine's probabilities as a prior (``prior_weight`` > 0, a product of experts):
+    ``softmax((score / temperature + prior_weight * log p_prior) / fused_temperature)``.
+    """
 
     temperature: float = 1.0
     normalization: str = "mean"
+    prior_weight: float = 0.0
+    fused_temperature: float = 1.0
 
     @classmethod
     def load(cls, folder: Path) -> "Calibration":
@@ -75,19 +82,25 @@ class Calibration:
             return cls()
         try:
             data = json.loads(path.read_text())
-            cal = cls(float(data["temperature"]), str(data.get("normalization", "mean")))
+            cal = cls(float(data["temperature"]), str(data.get("normalization", "mean")),
+                      float(data.get("prior_weight", 0.0)), float(data.get("fused_temperature", 1.0)))
         except (ValueError, KeyError, TypeError) as exc:
             raise EngineError(f"invalid {path}: {exc}") from None
-        if cal.normalization not in NORMALIZATIONS or not cal.temperature > 0:
+        if cal.normalization not in NORMALIZATIONS or not cal.temperature > 0 or not cal.fused_temperature > 0:
             raise EngineError(f"invalid {path}: temperature must be > 0, normalization one of {NORMALIZATIONS}")
         return cal
 
-    def save(self, folder: Path, **extra) -> None:
-        data = {"temperature": self.temperature, "normalization": self.normalization, **extra}
-        (folder / CALIBRATION_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    def save(self, folder: Path) -> None:
+        (folder / CALIBRATION_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
-    def probabilities(self, sums: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return softmax(normalize(sums, lengths, self.normalization) / self.temperature)
+    def logits(self, sums: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return normalize(sums, lengths, self.normalization) / self.temperature
+
+    def probabilities(self, sums: np.ndarray, lengths: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+        if prior is None or self.prior_weight <= 0:
+            return softmax(self.logits(sums, lengths))
+        fused = self.logits(sums, lengths) + self.prior_weight * np.log(np.clip(prior, 1e-9, 1.0))
+        return softmax(fused / self.fused_temperature)
 
 
 def normalize(sums: np.ndarray, lengths: np.ndarray, normalization: str) -> np.ndarray:
@@ -281,6 +294,7 @@ class LLMEngine(SuggestionEngine):
                 raise EngineError(f"could not load adapter {self._adapter_dir}: {type(exc).__name__}: {exc}") from exc
         self.loaded.model.eval()
         self.scorer = CandidateScorer(self.loaded.model, self.loaded.tokenizer, max_batch_tokens)
+        self.shortlist_engine = shortlist_engine
         self.shortlist_fn: ShortlistFn | None = getattr(shortlist_engine, "shortlist", shortlist_engine)
         self.shortlist_size = shortlist_size
         if safety is None:
@@ -325,15 +339,27 @@ class LLMEngine(SuggestionEngine):
         cands = [[self._cand_ids[c] for c in cs] for cs in codes]
         return self.scorer.score(prompts, cands)
 
+    def prior_probabilities(self, orders: Sequence[Order], codes: Sequence[Sequence[str]]) -> list:
+        """The shortlist engine's probabilities of each candidate (when the calibration uses
+        them as a prior and the engine offers ``probabilities``), else None per order."""
+        engine = self.shortlist_engine
+        if self.calibration.prior_weight <= 0 or not hasattr(engine, "probabilities"):
+            return [None] * len(orders)
+        probs, _ = engine.probabilities(orders)
+        index = {c: i for i, c in enumerate(engine.codes)}
+        probs = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs, dtype=np.float64)
+        return [np.array([row[index[c]] if c in index else 0.0 for c in cs]) for row, cs in zip(probs, codes)]
+
     def predict_batch(self, orders: Sequence[Order], top_k: int = 3) -> list[Prediction]:
         started = time.perf_counter()
         flags = [self.safety(o.clinical_notes or "") for o in orders]
         codes = self.candidates_for(orders)
         scored = self.raw_scores(orders, flags, codes)
+        priors = self.prior_probabilities(orders, codes)
         each_ms = (time.perf_counter() - started) * 1000 / max(len(orders), 1)
         preds = []
-        for order, fl, cs, (sums, lengths) in zip(orders, flags, codes, scored):
-            probs = self.calibration.probabilities(sums, lengths)
+        for order, fl, cs, (sums, lengths), prior in zip(orders, flags, codes, scored, priors):
+            probs = self.calibration.probabilities(sums, lengths, prior)
             best = np.argsort(-probs, kind="stable")[:top_k]
             suggestions = [Suggestion(cs[i], self._by_code[cs[i]].name, float(probs[i])) for i in best]
             preds.append(Prediction(order.accession, suggestions, list(fl), self.model_id, each_ms))
