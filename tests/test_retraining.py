@@ -263,3 +263,15 @@ def test_export_data_has_no_names_mrns_or_accessions(db, tmp_path, capsys, monke
     monkeypatch.setattr(sys, "stdin", io.StringIO("x\n"))
     assert cli("train", "export-data", "--out", str(tmp_path / "x.jsonl"), "--db", str(db.path), "--user", "nobody",
                "--password-stdin") == 3
+
+
+def test_replay_does_not_reteach_a_protocol_the_site_overrides(db, tmp_path):
+    from radassist.catalog import catalog_from_db
+    from radassist.training.dataset import build_dataset, superseded_codes
+
+    seed_decisions(db, tmp_path, per_protocol=3, override={"CT-LSPINE-WO": "MR-LSPINE-WO"})
+    with db.session() as session:
+        assert superseded_codes(session) == {"CT-LSPINE-WO"}
+        ds = build_dataset(session, catalog_from_db(session), replay_per_protocol=2)
+    replayed = {e.code for e in ds.train[-ds.replay:]}
+    assert "CT-LSPINE-WO" not in replayed and "MR-LSPINE-WO" in replayed

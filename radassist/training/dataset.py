@@ -94,7 +94,23 @@ def build_dataset(session: Session, catalog: Sequence[Protocol], replay_per_prot
     train = [e for held, e in examples if not held]
     heldout = [e for held, e in examples if held]
     replay = generate(catalog, per_protocol=replay_per_protocol, seed=seed + 1000) if replay_per_protocol else []
+    # Replay must not re-teach what the site overrides: drop the synthetic examples of a protocol
+    # that the radiologists replace more often than they keep.
+    superseded = superseded_codes(session)
+    replay = [e for e in replay if e.code not in superseded]
     return DecisionDataset(train + replay, heldout, len(examples) + dups, overrides, dups, len(replay))
+
+
+def superseded_codes(session: Session) -> set[str]:
+    """Suggested protocols that the site overrode (to another protocol) more often than it chose them."""
+    from collections import Counter
+
+    away, kept = Counter(), Counter()
+    for d in latest_decisions(session):
+        kept[d.final_code] += 1
+        if d.action == "overridden" and d.suggested_code and d.suggested_code != d.final_code:
+            away[d.suggested_code] += 1
+    return {code for code, n in away.items() if n > kept[code]}
 
 
 def export_dataset(dataset: DecisionDataset, path: str | Path) -> int:
