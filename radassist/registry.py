@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from radassist.access import Actor, require
+from radassist.access import SYSTEM, Actor, require
 from radassist.audit import record_event
 from radassist.store.models import ModelVersionRow, utcnow
 
@@ -76,12 +76,15 @@ def _write_lock(session: Session) -> None:
 def reap_dead_runs(session: Session) -> int:
     """Runs marked running whose process is gone (crash, OOM kill, power loss) become failed."""
     n = 0
-    for row in session.scalars(select(ModelVersionRow).where(ModelVersionRow.status == RUNNING)):
+    for row in list(session.scalars(select(ModelVersionRow).where(ModelVersionRow.status == RUNNING))):
         if row.pid is not None and not _pid_alive(row.pid):
             row.status, row.finished_at = FAILED, utcnow()
             metrics = json.loads(row.metrics_json)
             metrics.setdefault("error", "training process ended without reporting (crash or killed)")
             row.metrics_json = json.dumps(metrics)
+            # the run's end must be in the audit trail even though its process never reported
+            record_event(session, SYSTEM, "training.end", entity=f"model:{row.version}", outcome=FAILED,
+                         details={"engine": row.engine, "status": FAILED, "reason": "process gone"})
             n += 1
     return n
 
