@@ -254,3 +254,25 @@ def test_open_and_decide_are_audited_without_note_text(qtbot, sdb, tmp_path):
     assert "Patient anxious" not in everything
     with sdb.session() as s:
         assert audit.verify_chain(s).ok
+
+
+def test_audit_viewer_columns_fit_time_role_and_action(qtbot, sdb):
+    from radassist.gui.audit_viewer import AuditViewer
+
+    with sdb.session() as s:
+        audit.record_event(s, RAD, "decision.override", entity="order:T1",
+                           details={"final": "CT-HEAD-WWO", "suggested": "CT-HEAD-WO", "has_comment": True})
+    viewer = AuditViewer(sdb, ADM)
+    qtbot.addWidget(viewer)
+    viewer.show()
+    qtbot.waitExposed(viewer)
+    table, model = viewer.table, viewer.model
+    assert model.rowCount() > 0
+    row = next(r for r in range(model.rowCount()) if model.event_at(r).action == "decision.override")
+    fm = table.fontMetrics()
+    for col in (0, 2, 3):  # time, role, action are shown in full
+        text = model.index(row, col).data()
+        assert fm.horizontalAdvance(text) < table.columnWidth(col), (col, text)
+    details = model.index(row, 6).data()
+    assert "final: CT-HEAD-WWO" in details and "{" not in details
+    assert not table.wordWrap()

@@ -188,6 +188,7 @@ def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | No
                 print("radassist: error: this role has no worklist", file=sys.stderr)
                 return 3
             AuditViewer(db, actor).exec()
+            db.dispose()
             return 0
     window = MainWindow(db, actor, engine_factory=factory, ui_settings=ui_settings, engine_label=engine)
     if not screenshot:

@@ -12,12 +12,13 @@ QThreadPool with a QProgressDialog; the dialog can be used on its own too.
 """
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from PySide6.QtCore import (QAbstractTableModel, QDate, QModelIndex, QObject, QRunnable, Qt, QThreadPool,
                             Signal)
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDateEdit, QDialog, QDialogButtonBox,
                                QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QMessageBox, QProgressDialog, QPushButton, QTableView, QVBoxLayout, QWidget)
@@ -78,7 +79,17 @@ class AuditEventModel(QAbstractTableModel):
 
 
 def _short(details: str) -> str:
-    return "" if details == "{}" else (details if len(details) <= 80 else details[:79] + "…")
+    """``key: value, …`` for the table (the exact JSON is in the tooltip and the exports)."""
+    if details == "{}":
+        return ""
+    try:
+        parsed = json.loads(details)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        details = ", ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+                            for k, v in parsed.items())
+    return details if len(details) <= 160 else details[:159] + "…"
 
 
 def _utc_today() -> date:
@@ -105,7 +116,7 @@ class AuditViewer(QDialog):
         self.max_rows = max_rows
         self.setObjectName("AuditViewer")
         self.setWindowTitle("Audit log")
-        self.resize(1000, 560)
+        self.resize(1180, 600)
 
         today = _utc_today()
         self.user_combo = QComboBox()
@@ -136,13 +147,24 @@ class AuditViewer(QDialog):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)  # else "CT-HEAD-…" is cut at the first hyphen
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setDefaultSectionSize(22)
         header = self.table.horizontalHeader()
-        for col, width in enumerate((140, 90, 80, 120, 150, 70, 0, 60)):
-            if width:
-                self.table.setColumnWidth(col, width)
+        # Widths from the font (the app font is 10.5 pt, the header bold): a full time, role and
+        # action must fit, not "2026-11-27 …"; Details takes the rest.
+        cell_fm = self.table.fontMetrics()
+        bold = QFont(header.font())
+        bold.setBold(True)
+        head_fm = QFontMetrics(bold)
+        samples = ("2026-12-31 23:59:59", "auditor.name", "radiologist", "decision.override",
+                   "order:ACC-000000", "failure", "", "100000")
+        for col, sample in enumerate(samples):
+            if sample:
+                self.table.setColumnWidth(col, max(cell_fm.horizontalAdvance(sample),
+                                                   head_fm.horizontalAdvance(COLUMNS[col])) + 20)
         header.setSectionResizeMode(6, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(40)
 
         self.status_label = QLabel()
         self.status_label.setObjectName("auditStatus")
