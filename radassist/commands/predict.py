@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -30,6 +31,10 @@ def register(sub) -> None:
 def _open(path: str, mode: str):
     if path == "-":
         return sys.stdin.buffer if "r" in mode else sys.stdout
+    if "w" in mode:  # the output quotes note text (safety-flag evidence): owner-only, like the database
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        return open(fd, mode, encoding="utf-8")
     return open(path, mode) if "b" in mode else open(path, mode, encoding="utf-8")
 
 
