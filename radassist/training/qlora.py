@@ -611,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "QLoRAConfig", "TrainResult", "ZeroGradientError", "train", "add_train_arguments", "run_training",
-    "config_from_args", "split_examples", "encode_example",
+    "config_from_args", "split_examples", "encode_example", "calibrate_prior_fusion",
 ]
 
 if __name__ == "__main__":
