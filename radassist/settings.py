@@ -19,7 +19,9 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class SiteSettings:
-    engine: str = "embedding"          # the default engine: whichever wins on the dev set
+    # The default engine wins on the dev set: llm (SmolLM2 + shipped QLoRA adapter, embedding prior)
+    # top-1 0.967 vs embedding 0.933. It falls back to the embedding engine when it cannot load.
+    engine: str = "llm"
     base_model: str = ""               # HF folder; empty = bundled SmolLM2-135M-Instruct
     adapter: str = "default"           # LLM adapter version under models/adapters, or "default"
     device: str = "auto"

@@ -11,6 +11,7 @@ Probabilities are a softmax over the catalog with a temperature fitted on held-o
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -44,7 +45,9 @@ _EXAM_MODALITY = [
 ]
 
 
+@functools.lru_cache(maxsize=2)
 def load_sentence_encoder(device: str = "cpu") -> MiniLMEncoder:
+    """One shared encoder per device: it is read-only at inference, and loading costs seconds."""
     return MiniLMEncoder(device)
 
 
