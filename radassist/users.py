@@ -13,6 +13,8 @@ exception cannot undo the lockout count.
 """
 from __future__ import annotations
 
+import hashlib
+
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -275,8 +277,14 @@ def _check_credentials(session: Session, username: str, password: str, action: s
     row = _get(session, username) if username else None
     entity = f"user:{username}"
     if row is None:
+        # What was typed may be a password typed in the wrong field: keep only a digest of it,
+        # enough to correlate repeated attempts without storing the text.
         _burn_time(password or "")
-        _fail(session, Actor(username[:64], "unknown"), action, "unknown user", AuthenticationError(), entity)
+        digest = hashlib.sha256(username.encode()).hexdigest()[:12]
+        record_event(session, Actor("unknown", "unknown"), action, entity="user:unknown", outcome="failure",
+                     details={"reason": "unknown user", "attempted_sha256": digest})
+        session.commit()
+        raise AuthenticationError()
     actor = Actor(row.username, row.role)
     if row.locked_until is not None:
         if row.locked_until > now:

@@ -61,8 +61,18 @@ def test_wrong_password_and_unknown_user_give_the_same_message(db, people):
     assert str(wrong.value) == str(unknown.value)
     assert "not-the-password" not in str(wrong.value)
     failures = [e for e in events(db, "signin") if e.outcome == "failure"]
-    assert [e.username for e in failures] == ["rad", "nobody"]
+    assert [e.username for e in failures] == ["rad", "unknown"]
     assert all("not-the-password" not in e.details for e in failures)
+
+
+def test_text_typed_as_unknown_username_is_not_stored(db, people):
+    """A password typed into the username field must not land in the audit log."""
+    with pytest.raises(users.AuthenticationError):
+        with db.session() as s:
+            users.authenticate(s, "Sup3rSecret!pw", "x")
+    failure = events(db, "signin")[-1]
+    assert failure.username == "unknown" and failure.entity == "user:unknown"
+    assert "Sup3rSecret" not in failure.details and "attempted_sha256" in failure.details
 
 
 def test_failed_attempts_survive_the_callers_rollback(db, people):

@@ -9,6 +9,8 @@ candidate / cancelled / failed; a crash, kill or OOM (no "done") is recorded her
 """
 from __future__ import annotations
 
+import os
+
 import json
 import math
 import sys
@@ -394,7 +396,8 @@ class RetrainingPanel(QDialog):
         log_path = log_dir / f"{version}.log"
         try:
             log_dir.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed when the run ends
+            fd = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)  # logs may name orders
+            self._log_file = os.fdopen(fd, "a", encoding="utf-8")  # closed when the run ends
         except OSError as exc:
             self._log_file = None
             self._append_log(f"warning: cannot write the log file {log_path}: {exc.strerror or exc}")
