@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -158,7 +159,6 @@ class EmbeddingEngine(SuggestionEngine):
             raise EngineError("the catalog is empty")
         self.catalog = list(protocols)
         self.codes = [p.code for p in self.catalog]
-        self.proto_emb = self.encode([p.describe() for p in self.catalog])
         self.proto_feat = torch.tensor([protocol_features(p) for p in self.catalog])
         # One embedding per indication phrase (and the name), for the zero-shot max-similarity term.
         phrases, owner = [], []
@@ -166,9 +166,32 @@ class EmbeddingEngine(SuggestionEngine):
             for phrase in [p.name, *p.indication_list]:
                 phrases.append(phrase)
                 owner.append(j)
-        self.phrase_emb = self.encode(phrases)
+        descriptions = [p.describe() for p in self.catalog]
+        both = self._encode_cached(descriptions + phrases)
+        self.proto_emb, self.phrase_emb = both[: len(descriptions)], both[len(descriptions):]
         self.phrase_owner = torch.tensor(owner)
         self._refresh_known_index()
+
+    def _encode_cached(self, texts: list[str]) -> torch.Tensor:
+        """Catalog embeddings are the same at every start: keep them in the cache folder (saves ~1 s)."""
+        from radassist.paths import cache_dir
+
+        key = hashlib.sha256(json.dumps([str(getattr(self.encoder, "dtype", "")), texts]).encode()).hexdigest()[:16]
+        path = cache_dir() / f"catalog-embeddings-{key}.pt"
+        try:
+            cached = torch.load(path, weights_only=True)
+            if cached.shape[0] == len(texts):
+                return cached
+        except (OSError, RuntimeError, EOFError):
+            pass
+        emb = self.encode(texts)
+        try:
+            tmp = path.with_suffix(".tmp")
+            torch.save(emb, tmp)
+            os.replace(tmp, path)
+        except OSError:  # a read-only cache only costs the second
+            log.debug("catalog embedding cache not writable")
+        return emb
 
     def _refresh_known_index(self) -> None:
         rows = {c: i for i, c in enumerate(self.head.codes)} if self.head else {}
