@@ -46,6 +46,16 @@ def default_engine_factory(db, engine_name: str | None = None, fallback: bool = 
     return factory
 
 
+def _leave_a_core_for_the_gui() -> None:
+    """The model's math threads take all cores but one, so the GUI thread never waits for a core."""
+    import os
+
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores - 1))
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -108,6 +118,7 @@ class InferenceWorker(QThread):
     # --- the thread -----------------------------------------------------------------------------
     def run(self) -> None:  # noqa: C901 - one loop, kept in one place
         self.state_changed.emit(LOADING, "loading model…")
+        _leave_a_core_for_the_gui()
         engine = self._load()
         if engine is None:
             return
