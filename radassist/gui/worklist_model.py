@@ -26,7 +26,7 @@ from radassist.worklist import PRIORITY_RANK
 COL_PRIORITY, COL_ACCESSION, COL_PATIENT, COL_AGE_SEX, COL_EXAM, COL_WAITING, COL_STATUS, COL_SUGGESTION, \
     COL_CONFIDENCE = range(9)
 HEADERS = ("Priority", "Accession", "Patient", "Age/Sex", "Ordered exam", "Waiting", "Status", "Suggestion",
-           "Confidence")
+           "Conf.")
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole + 1  # the WorklistEntry of a row
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2   # a sortable key for the column
