@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test bench clean-venv lint
+.PHONY: run test bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_core.py
+	$(PY) bench/bench_llm.py --shortlist-k 6 --batch-size 16
+	QT_QPA_PLATFORM=offscreen $(PY) bench/bench_gui.py --engine embedding
+	$(PY) bench/bench_audit.py
+	$(PY) bench/bench_retraining.py
 
 clean-venv:
 	rm -rf $(VENV)
