@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent("""
         p = window.order_view.prediction
         return p is not None and p.model == "keyword/test-1" and window.order_view.selected == 0
 
-    for _ in range(2000):
+    for _ in range(6000):  # up to a minute on a loaded CI machine
         if ready():
             break
         QTest.qWait(10)

@@ -10,6 +10,7 @@ condition, never blocking on the model) and listens to its signals (queued acros
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -50,8 +51,9 @@ def _leave_a_core_for_the_gui() -> None:
     """The model's math threads take all cores but one, so the GUI thread never waits for a core."""
     import os
 
-    import torch
-
+    torch = sys.modules.get("torch")  # engines without torch have nothing to tune
+    if torch is None:
+        return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, cores - 1))
 
@@ -118,10 +120,10 @@ class InferenceWorker(QThread):
     # --- the thread -----------------------------------------------------------------------------
     def run(self) -> None:  # noqa: C901 - one loop, kept in one place
         self.state_changed.emit(LOADING, "loading model…")
-        _leave_a_core_for_the_gui()
         engine = self._load()
         if engine is None:
             return
+        _leave_a_core_for_the_gui()
         self.engine = engine
         self.model_id = engine.model_id
         self.engine_ready.emit(engine.name, engine.version, str(engine.device), engine.model_id)
