@@ -59,7 +59,8 @@ def _train(args, train, heldout, catalog, on_done=None) -> int:
         t0 = time.perf_counter()
         emit({"event": "log", "message": f"fitting the embedding head on {len(train)} orders"}, args.json_progress)
         report = (lambda p: print(json.dumps(p), flush=True)) if args.json_progress else None
-        version, path, metrics = train_embedding(train, catalog, args.out, progress=report)
+        version, path, metrics = train_embedding(train, catalog, args.out, progress=report,
+                                                 start_from=getattr(args, "start_from", None))
         metrics["seconds"] = round(time.perf_counter() - t0, 1)
         if on_done:
             on_done(version, path, metrics)
@@ -118,6 +119,10 @@ def _train_registered(args) -> int:
             registry.start_run(session, actor, args.engine, version, data=dataset.counts(),
                                hyperparams=_hyperparams(args), pid=os.getpid())
         active = registry.active_version(session, args.engine)
+    if args.engine == "embedding":  # continue from the model in use, so that it forgets nothing
+        from radassist.engines.embedding import default_head_dir
+
+        args.start_from = active.path if active else default_head_dir()
     emit({"event": "log", "message": f"training set: {dataset.counts()}"}, args.json_progress)
     outcome = {"status": registry.FAILED, "path": None, "metrics": {}}
 

@@ -249,8 +249,11 @@ class EmbeddingEngine(SuggestionEngine):
 
     # --- learning -----------------------------------------------------------------------------
     def fit(self, examples: Sequence[LabelledOrder], val_fraction: float = 0.15, epochs: int = 200,
-            lr: float = 0.01, weight_decay: float = 1e-4, seed: int = 0, **_) -> dict:
-        """Train the head on labelled orders (seconds on a CPU); fits the temperature on a held-out split."""
+            lr: float = 0.01, weight_decay: float = 1e-4, seed: int = 0, warm_start: bool = False, **_) -> dict:
+        """Train the head on labelled orders (seconds on a CPU); fits the temperature on a held-out split.
+
+        ``warm_start``: start from the loaded head (retraining from decisions) instead of from scratch.
+        """
         t0 = time.perf_counter()
         examples = [e for e in examples if e.code in set(self.codes)]
         if len(examples) < 10:
@@ -264,7 +267,19 @@ class EmbeddingEngine(SuggestionEngine):
         y = torch.tensor([code_index[e.code] for e in examples])
 
         torch.manual_seed(seed)
+        previous = self.head
         self.head = ScoringHead(self.dim, self.codes)
+        if warm_start and previous is not None:
+            # Continue from the current head: what it knew survives, the new examples adjust it.
+            state = previous.state_dict()
+            rows = {c: i for i, c in enumerate(previous.codes)}
+            for j, code in enumerate(self.codes):
+                if code in rows:
+                    state_row = rows[code]
+                    self.head.offsets.data[j] = state["offsets"][state_row]
+                    self.head.bias.data[j] = state["bias"][state_row]
+            for name in ("proj.weight", "interaction", "log_scale", "indication_weight"):
+                self.head.state_dict()[name].copy_(state[name])
         self._refresh_known_index()
         opt = torch.optim.AdamW(self.head.parameters(), lr=lr, weight_decay=weight_decay)
         tr = torch.as_tensor(train_ids)

@@ -25,15 +25,19 @@ def emit(event: dict, json_progress: bool) -> None:
 
 
 def train_embedding(train: Sequence[LabelledOrder], catalog: Sequence[Protocol], out_dir: str | Path | None = None,
-                    progress: Callable[[dict], None] | None = None, extra_card: dict | None = None
-                    ) -> tuple[str, Path, dict]:
-    """Fit a new embedding head (seconds) and save it as a versioned folder; returns (version, path, metrics)."""
+                    progress: Callable[[dict], None] | None = None, extra_card: dict | None = None,
+                    start_from: str | Path | None = None) -> tuple[str, Path, dict]:
+    """Fit a new embedding head (seconds) and save it as a versioned folder; returns (version, path, metrics).
+
+    ``start_from``: a head folder to continue from (the active model, when retraining from decisions).
+    """
     from radassist.engines.embedding import EmbeddingEngine
 
-    engine = EmbeddingEngine(catalog)
+    engine = EmbeddingEngine(catalog, head_dir=start_from)
     if progress:
         progress({"step": 0, "total": 1, "loss": float("nan"), "lr": 0.01, "eta_s": 30})
-    metrics = engine.fit(train)
+    metrics = engine.fit(train, warm_start=start_from is not None, epochs=100 if start_from else 200,
+                         lr=0.005 if start_from else 0.01)
     version = f"embedding-{engine.version}"
     path = Path(out_dir or EMBEDDING_OUT) / version
     engine.save_head(path, extra={"train_size": len(train), "metrics": metrics, **(extra_card or {})})
