@@ -103,3 +103,16 @@ def test_fit_needs_examples_from_the_catalog(catalog, sentence_encoder):
     engine = EmbeddingEngine(catalog, encoder=sentence_encoder)
     with pytest.raises(EngineError):
         engine.fit([LabelledOrder(Order("X", "CT", "x"), "NOT-A-CODE")] * 20)
+
+
+def test_warm_start_learns_new_examples_and_keeps_the_rest(trained, catalog, sentence_encoder, tmp_path):
+    engine, _ = trained
+    engine.save_head(tmp_path / "active")
+    retrained = EmbeddingEngine(catalog, head_dir=tmp_path / "active", encoder=sentence_encoder)
+    site = [LabelledOrder(Order(f"S{i}", "CT LUMBAR SPINE", f"low back pain {i} weeks, radiating to leg, no trauma",
+                                40 + i, "M", "ROUTINE"), "MR-LSPINE-WO") for i in range(30)]
+    retrained.fit(site + generate(catalog, per_protocol=2, seed=5), warm_start=True, epochs=60, lr=0.005)
+    probe = Order("Q", "CT LUMBAR SPINE", "low back pain 5 weeks, radiating to leg, no trauma", 52, "F", "ROUTINE")
+    other = Order("K", "MRI KNEE", "twisting injury, locking, medial joint line tenderness", 30, "M", "ROUTINE")
+    assert retrained.predict(probe).suggestions[0].code == "MR-LSPINE-WO"
+    assert retrained.predict(other).suggestions[0].code == engine.predict(other).suggestions[0].code == "MR-KNEE-WO"
