@@ -142,7 +142,9 @@ def test_every_listed_action_is_audited_and_the_chain_verifies(tmp_path, monkeyp
                  "--replay", "0", "--out", str(tmp_path / "train.jsonl")]) == 0
     from radassist.paths import RESOURCES_DIR
 
-    assert main(["catalog", "import", str(RESOURCES_DIR / "protocols.csv"), "--db", str(db_path)]) == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO("admin-demo-1\n"))
+    assert main(["catalog", "import", str(RESOURCES_DIR / "protocols.csv"), "--db", str(db_path),
+                 "--user", "admin", "--password-stdin"]) == 0
     capsys.readouterr()
 
     with db.session() as s:

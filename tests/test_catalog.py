@@ -46,3 +46,29 @@ def test_cli_import_of_bad_catalog_changes_nothing(db, tmp_path, capsys):
     assert "line 3" in capsys.readouterr().err
     with db.session() as s:
         assert len(catalog_from_db(s)) == 77
+
+
+def test_cli_catalog_import_needs_an_admin_once_users_exist(db, tmp_path, monkeypatch, capsys):
+    import io
+    import sys
+
+    from radassist.access import ADMIN
+    from radassist.cli import main
+    from radassist.users import bootstrap_admin, create_user
+
+    with db.session() as s:
+        bootstrap_admin(s, "boss", "boss-pass-1")
+        from radassist.access import Actor
+
+        create_user(s, Actor("boss", ADMIN), "rad", "rad-pass-1", "radiologist")
+    good = tmp_path / "good.csv"
+    good.write_text(HEADER + 'A,Alpha,CT,Head,none,"x"\n')
+    assert main(["catalog", "import", str(good), "--db", str(db.path)]) == 3  # nobody signed in
+    monkeypatch.setattr(sys, "stdin", io.StringIO("rad-pass-1\n"))
+    assert main(["catalog", "import", str(good), "--db", str(db.path), "--user", "rad", "--password-stdin"]) == 3
+    with db.session() as s:
+        assert len(catalog_from_db(s)) == 77
+    monkeypatch.setattr(sys, "stdin", io.StringIO("boss-pass-1\n"))
+    assert main(["catalog", "import", str(good), "--db", str(db.path), "--user", "boss", "--password-stdin"]) == 0
+    with db.session() as s:
+        assert [p.code for p in catalog_from_db(s)] == ["A"]

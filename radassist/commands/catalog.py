@@ -5,6 +5,7 @@ import csv
 import sys
 
 from radassist.commands import db_parent, open_db
+from radassist.commands._common import add_auth_arguments, authenticate_cli
 
 
 def register(sub) -> None:
@@ -12,6 +13,7 @@ def register(sub) -> None:
     csub = p.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
     imp = csub.add_parser("import", parents=[db_parent()], help="validate and load a catalog CSV")
     imp.add_argument("file", metavar="FILE")
+    add_auth_arguments(imp)
     imp.set_defaults(func=run_catalog_import)
     lst = csub.add_parser("list", parents=[db_parent()], help="print the active catalog as CSV")
     lst.set_defaults(func=run_catalog_list)
@@ -29,11 +31,15 @@ def run_catalog_import(args) -> int:
             print(f"{args.file}:{problem}", file=sys.stderr)
         print("catalog unchanged", file=sys.stderr)
         return 1
-    require(SYSTEM, "catalog.edit")
+    from radassist.users import needs_bootstrap
+
     db = open_db(args)
     with db.session() as session:
+        # An admin signs in; only the very first set-up, before any user exists, runs as the system.
+        actor = SYSTEM if needs_bootstrap(session) and not args.user else authenticate_cli(args, session)
+        require(actor, "catalog.edit")
         counts = sync_catalog(session, protocols)
-        record_event(session, SYSTEM, "catalog.import", entity="catalog", details=counts)
+        record_event(session, actor, "catalog.import", entity="catalog", details=counts)
     print(f"catalog: {counts['total']} protocols ({counts['added']} added, {counts['updated']} updated, "
           f"{counts['deactivated']} deactivated)")
     return 0
