@@ -1,10 +1,10 @@
 """`radassist audit export|verify`: hand the audit trail to compliance, and check it is intact."""
 from __future__ import annotations
 
-import getpass
 import sys
 
 from radassist.commands import db_parent, open_db
+from radassist.commands._common import authenticate_cli
 
 
 def register(subparsers) -> None:
@@ -36,15 +36,11 @@ def cmd_export(args) -> int:
     except ValueError as exc:
         print(f"radassist: error: {exc}", file=sys.stderr)
         return 2
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass(f"Password for {args.user}: ")
     db = open_db(args)
     try:
         with db.session() as session:
             try:
-                actor = users.authenticate(session, args.user, password)
+                actor = authenticate_cli(args, session)
             except users.AuthenticationError as exc:
                 print(f"radassist: sign-in refused: {exc}", file=sys.stderr)
                 return 3
