@@ -14,29 +14,6 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from radassist.access import Actor
 from radassist.paths import RESOURCES_DIR
 
-def guard_pyside_singleton_refcounts() -> bool:
-    """Work around PySide6 6.12.0 on CPython 3.11: its bindings return None/True/False without a
-    new reference (harmless on 3.12+, where these are immortal). Every void Qt call or emitted
-    signal then drops one reference, and after some thousand calls Python aborts with
-    "Fatal Python error: none_dealloc / bool_dealloc". Giving the three singletons a huge
-    reference count makes them effectively immortal, as on 3.12. The real fix is PySide6 != 6.12.0
-    (6.11.3 is fine) or Python >= 3.12; this guard turns itself off there.
-    """
-    if sys.implementation.name != "cpython" or sys.version_info >= (3, 12):
-        return False
-    import PySide6
-
-    if not PySide6.__version__.startswith("6.12."):
-        return False
-    import ctypes
-
-    for obj in (None, True, False):  # ob_refcnt is the first field of every CPython object
-        ctypes.c_ssize_t.from_address(id(obj)).value += 1 << 40
-    return True
-
-
-PYSIDE_REFCOUNT_GUARD = guard_pyside_singleton_refcounts()
-
 ORGANIZATION = "RadAssist"
 APPLICATION = "RadAssist"
 STYLE_SHEET = RESOURCES_DIR / "style.qss"
