@@ -42,3 +42,14 @@ def sentence_encoder():
     from radassist.engines.embedding import load_sentence_encoder
 
     return load_sentence_encoder()
+
+
+@pytest.fixture
+def fast_hasher(monkeypatch):
+    """Cheap argon2 parameters: the tests check behaviour, not the cost of hashing."""
+    from argon2 import PasswordHasher
+
+    from radassist import users
+
+    monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
+    monkeypatch.setattr(users, "_DUMMY_HASH", None)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-from argon2 import PasswordHasher
 
 from radassist import audit, registry, users
 from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, SYSTEM, Actor, PermissionDenied
@@ -60,10 +59,7 @@ REQUIRED = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(monkeypatch):
-    monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
-    monkeypatch.setattr(users, "_DUMMY_HASH", None)
+pytestmark = pytest.mark.usefixtures("fast_hasher")
 
 
 def _dead_pid() -> int:

@@ -5,7 +5,6 @@ import json
 from datetime import date, timedelta
 
 import pytest
-from argon2 import PasswordHasher
 
 pytest.importorskip("PySide6")
 from PySide6.QtWidgets import QDialog  # noqa: E402
@@ -18,10 +17,7 @@ AUD = Actor("auditor", AUDITOR)
 ADM = Actor("admin", ADMIN)
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(monkeypatch):
-    monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
-    monkeypatch.setattr(users, "_DUMMY_HASH", None)
+pytestmark = pytest.mark.usefixtures("fast_hasher")
 
 
 @pytest.fixture

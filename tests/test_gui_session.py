@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from argon2 import PasswordHasher
 
 pytest.importorskip("PySide6")
 from PySide6.QtCore import QTimer  # noqa: E402
@@ -20,10 +19,7 @@ ADM = Actor("admin", ADMIN)
 AUD = Actor("auditor", AUDITOR)
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(monkeypatch):
-    monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
-    monkeypatch.setattr(users, "_DUMMY_HASH", None)
+pytestmark = pytest.mark.usefixtures("fast_hasher")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 
 from radassist import audit, users
 from radassist.access import AUDITOR, Actor
@@ -16,10 +15,7 @@ from radassist.access import AUDITOR, Actor
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(monkeypatch):
-    monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
-    monkeypatch.setattr(users, "_DUMMY_HASH", None)
+pytestmark = pytest.mark.usefixtures("fast_hasher")
 
 
 @pytest.fixture

@@ -12,11 +12,7 @@ from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, Actor, PermissionDenie
 from radassist.store.models import AuditEventRow, UserRow, utcnow
 
 
-@pytest.fixture(autouse=True)
-def fast_hasher(monkeypatch):
-    """Cheap argon2 parameters: the tests check behaviour, not the cost."""
-    monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
-    monkeypatch.setattr(users, "_DUMMY_HASH", None)
+pytestmark = pytest.mark.usefixtures("fast_hasher")
 
 
 @pytest.fixture
