@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from radassist import audit  # noqa: E402
-from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, Actor  # noqa: E402
+from radassist.access import AUDITOR, RADIOLOGIST, Actor  # noqa: E402
 from radassist.store import open_database  # noqa: E402
 
 RAD = Actor("rad", RADIOLOGIST)

@@ -7,8 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from radassist.domain import MODALITIES, Protocol
 from radassist.paths import default_catalog_path
+from radassist.store.models import ProtocolRow, utcnow
 
 REQUIRED_COLUMNS = ("code", "name", "modality", "body_region", "contrast", "indications")
 
@@ -89,16 +93,7 @@ def default_catalog() -> list[Protocol]:
     return load_catalog_csv(default_catalog_path())
 
 
-def by_code(protocols: Sequence[Protocol]) -> dict[str, Protocol]:
-    return {p.code: p for p in protocols}
-
-
 # --- the catalog in the database -------------------------------------------------------------
-# Imported lazily-free: the store has no Qt and no engines, so importing it here is cheap.
-from sqlalchemy import select  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
-
-from radassist.store.models import ProtocolRow, utcnow  # noqa: E402
 
 
 def sync_catalog(session: Session, protocols: Sequence[Protocol]) -> dict[str, int]:

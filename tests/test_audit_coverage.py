@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from radassist import audit, registry, users
-from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, SYSTEM, Actor, PermissionDenied
+from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, Actor, PermissionDenied
 from radassist.catalog import ensure_catalog
 from radassist.ingest import import_files
 from radassist.settings import load_settings, save_settings

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from radassist import audit, users
 from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, Actor, PermissionDenied
-from radassist.store.models import AuditEventRow, UserRow, utcnow
+from radassist.store.models import UserRow, utcnow
 
 
 pytestmark = pytest.mark.usefixtures("fast_hasher")

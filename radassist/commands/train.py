@@ -16,7 +16,7 @@ import threading
 import time
 
 from radassist.commands import db_parent, open_db
-from radassist.commands._common import authenticate_cli, add_auth_arguments, progress, site_settings
+from radassist.commands._common import add_auth_arguments, authenticate_cli, site_settings
 
 
 def register(sub) -> None:

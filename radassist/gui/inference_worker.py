@@ -17,7 +17,6 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 
-import radassist.gui.app  # noqa: F401,I001 - first: guards against the PySide6 6.12 refcount bug
 from PySide6.QtCore import QThread, Signal
 
 from radassist.engines.base import SuggestionEngine

@@ -11,11 +11,9 @@ Integration points for other panels (login, audit viewer, settings, retraining):
 """
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Callable
 
-import radassist.gui.app  # noqa: F401,I001 - first: guards against the PySide6 6.12 refcount bug
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (

@@ -19,7 +19,6 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-import radassist.gui.app  # noqa: F401,I001 - first: guards against the PySide6 6.12 refcount bug
 from PySide6.QtCore import QPointF, QProcess, QProcessEnvironment, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import radassist.gui.app  # noqa: F401,I001 - first: guards against the PySide6 6.12 refcount bug
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtWidgets import (
     QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,

@@ -1,7 +1,6 @@
 """Help > Keyboard shortcuts: every key the worklist and the order view understand."""
 from __future__ import annotations
 
-import radassist.gui.app  # noqa: F401,I001 - first: guards against the PySide6 6.12 refcount bug
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout
 

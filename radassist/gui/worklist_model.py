@@ -12,11 +12,10 @@ import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-import radassist.gui.app  # noqa: F401,I001 - first: guards against the PySide6 6.12 refcount bug
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from radassist.domain import Prediction, SafetyFlag, Suggestion, format_confidence
 from radassist.store.models import OrderRow, SuggestionRow, utcnow

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -130,7 +130,3 @@ def export_dataset(dataset: DecisionDataset, path: str | Path) -> int:
                 n += 1
     os.replace(tmp, path)
     return n
-
-
-def strip_identifiers(examples: Sequence[LabelledOrder]) -> list[LabelledOrder]:
-    return [replace(e, order=deidentify(e.order)) for e in examples]

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from radassist.domain import LabelledOrder, Protocol
-from radassist.paths import ADAPTERS_DIR, MODELS_DIR
+from radassist.paths import MODELS_DIR
 
 EMBEDDING_OUT = MODELS_DIR / "embedding"
 
@@ -81,11 +80,3 @@ def compare_on_heldout(heldout: Sequence[LabelledOrder], candidate, active) -> d
     result["worse"] = sorted(c for c, s in per_protocol.items() if s["candidate"] < s["active"])
     result["per_protocol"] = per_protocol
     return result
-
-
-def default_out(engine: str) -> Path:
-    return ADAPTERS_DIR if engine == "llm" else EMBEDDING_OUT
-
-
-def elapsed(t0: float) -> float:
-    return round(time.perf_counter() - t0, 1)
