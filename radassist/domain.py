@@ -76,15 +76,52 @@ class Order:
         return f"{head}: {notes}" if notes else head
 
 
+FLAG_STATUSES = ("active", "uncertain", "resolved", "historical")
+
+
 @dataclass(frozen=True)
 class SafetyFlag:
+    """A safety finding in the notes: what, how bad, whether it still holds, and the text that says so.
+
+    ``severity`` depends on the type (contrast allergy: mild / moderate / severe / unknown;
+    renal: caution / impaired / aki / dialysis; implant: mr-unsafe / unknown; claustrophobia:
+    mild / severe; others: ``any``). ``status``: active, uncertain ("?pregnant", "type unknown"),
+    resolved ("now resolved", "clarified as a skin rash") or historical. ``kind`` refines the
+    type (contrast agent ``iodinated`` / ``gadolinium``; ``anticoagulant`` / ``antiplatelet``).
+    ``handled``: the notes say the hazard is taken care of (premedication planned, dialysis
+    scheduled, cleared by MRI safety), with the phrase that says so. ``note``: how a value was
+    derived (an eGFR estimated from creatinine).
+    """
+
     type: str
     evidence: str
     start: int = -1
     end: int = -1
+    severity: str = "any"
+    status: str = "active"
+    kind: str = ""
+    handled: str = ""
+    note: str = ""
+
+    @property
+    def is_current(self) -> bool:
+        return self.status in ("active", "uncertain")
 
     def to_json(self) -> dict:
-        return {"type": self.type, "evidence": self.evidence}
+        out = {"type": self.type, "evidence": self.evidence, "severity": self.severity, "status": self.status}
+        for key in ("kind", "handled", "note"):
+            if getattr(self, key):
+                out[key] = getattr(self, key)
+        return out
+
+    def to_store(self) -> dict:
+        return {**self.to_json(), "start": self.start, "end": self.end}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SafetyFlag":
+        return cls(data["type"], data.get("evidence", ""), int(data.get("start", -1)), int(data.get("end", -1)),
+                   data.get("severity", "any"), data.get("status", "active"), data.get("kind", ""),
+                   data.get("handled", ""), data.get("note", ""))
 
 
 def format_confidence(score: float) -> str:
@@ -102,9 +139,21 @@ class Suggestion:
     code: str
     name: str
     score: float
+    conflicts: tuple[str, ...] = ()   # flag types this protocol goes against
+    why: tuple[str, ...] = ()         # phrases of the notes that drove it
 
     def to_json(self) -> dict:
-        return {"code": self.code, "name": self.name, "score": round(float(self.score), 4)}
+        out = {"code": self.code, "name": self.name, "score": round(float(self.score), 4)}
+        if self.conflicts:
+            out["conflicts"] = list(self.conflicts)
+        if self.why:
+            out["why"] = list(self.why)
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Suggestion":
+        return cls(data["code"], data["name"], float(data["score"]), tuple(data.get("conflicts", ())),
+                   tuple(data.get("why", ())))
 
 
 @dataclass
@@ -114,19 +163,26 @@ class Prediction:
     flags: list[SafetyFlag] = field(default_factory=list)
     model: str = ""
     latency_ms: float = 0.0
+    review: bool = False       # not confident enough to pre-select (target precision, out of distribution)
+    review_reason: str = ""
 
     @property
     def top(self) -> Suggestion | None:
         return self.suggestions[0] if self.suggestions else None
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "accession": self.accession,
             "suggestions": [s.to_json() for s in self.suggestions],
             "flags": [f.to_json() for f in self.flags],
             "model": self.model,
             "latency_ms": round(self.latency_ms, 2),
         }
+        if self.review:
+            out["review"] = True
+            if self.review_reason:
+                out["review_reason"] = self.review_reason
+        return out
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def save_prediction(session: Session, order_id: int, prediction: Prediction) -> 
     existing = session.scalar(select(SuggestionRow).where(
         SuggestionRow.order_id == order_id, SuggestionRow.model_version == prediction.model))
     payload = json.dumps([s.to_json() for s in prediction.suggestions])
-    flags = json.dumps([f.to_json() | {"start": f.start, "end": f.end} for f in prediction.flags])
+    flags = json.dumps([f.to_store() for f in prediction.flags])
     if existing is None:
         session.add(SuggestionRow(order_id=order_id, model_version=prediction.model, suggestions_json=payload,
                                   flags_json=flags, latency_ms=prediction.latency_ms))
@@ -63,9 +63,8 @@ def cached_prediction(session: Session, order_id: int, model_version: str) -> Pr
     accession = session.get(OrderRow, order_id).accession
     return Prediction(
         accession=accession,
-        suggestions=[Suggestion(s["code"], s["name"], s["score"]) for s in json.loads(row.suggestions_json)],
-        flags=[SafetyFlag(f["type"], f["evidence"], f.get("start", -1), f.get("end", -1))
-               for f in json.loads(row.flags_json)],
+        suggestions=[Suggestion.from_json(s) for s in json.loads(row.suggestions_json)],
+        flags=[SafetyFlag.from_json(f) for f in json.loads(row.flags_json)],
         model=row.model_version,
         latency_ms=row.latency_ms,
     )

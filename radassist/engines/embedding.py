@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from radassist.domain import FLAG_TYPES, MODALITIES, LabelledOrder, Order, Prediction, Protocol, Suggestion
+from radassist.domain import FLAG_TYPES, MODALITIES, LabelledOrder, Order, Prediction, Protocol
 from radassist.engines.base import EngineError, SuggestionEngine
 from radassist.engines.sentence_encoder import MiniLMEncoder
 from radassist.paths import MODELS_DIR
@@ -157,8 +157,11 @@ class EmbeddingEngine(SuggestionEngine):
     def set_catalog(self, protocols: Sequence[Protocol]) -> None:
         if not protocols:
             raise EngineError("the catalog is empty")
+        from radassist.safety_policy import site_policy
+
         self.catalog = list(protocols)
         self.codes = [p.code for p in self.catalog]
+        self.policy = site_policy(self.catalog)
         self.proto_feat = torch.tensor([protocol_features(p) for p in self.catalog])
         # One embedding per indication phrase (and the name), for the zero-shot max-similarity term.
         phrases, owner = [], []
@@ -206,12 +209,14 @@ class EmbeddingEngine(SuggestionEngine):
         out = torch.full((order_emb.shape[0], len(self.catalog)), -1.0)
         return out.scatter_reduce(1, self.phrase_owner.expand(order_emb.shape[0], -1), sims, reduce="amax")
 
-    def _inputs(self, orders: Sequence[Order]):
-        from radassist.safety import check_notes
+    def _inputs(self, orders: Sequence[Order], flags=None):
+        from radassist.flag_assessment import assess_order
 
-        flags = [check_notes(o.clinical_notes) for o in orders]
+        if flags is None:
+            flags = [assess_order(o, self.policy) for o in orders]
         emb = self.encode([o.model_text() for o in orders])
-        feat = torch.tensor([order_features(o, {f.type for f in fl}) for o, fl in zip(orders, flags)])
+        feat = torch.tensor([order_features(o, {f.type for f in fl if f.is_current})
+                             for o, fl in zip(orders, flags)])
         return emb, feat, self._indication_similarity(emb), flags
 
     def _logits(self, emb, feat, ind_sim) -> torch.Tensor:
@@ -221,8 +226,9 @@ class EmbeddingEngine(SuggestionEngine):
             return self.head(emb, feat, self.proto_emb, self.proto_feat, ind_sim, self.known_index)
 
     # --- prediction ---------------------------------------------------------------------------
-    def probabilities(self, orders: Sequence[Order]) -> tuple[torch.Tensor, list]:
-        emb, feat, ind_sim, flags = self._inputs(orders)
+    def probabilities(self, orders: Sequence[Order], flags=None) -> tuple[torch.Tensor, list]:
+        """Model probabilities over the catalog (before flag steering) and each order's flags."""
+        emb, feat, ind_sim, flags = self._inputs(orders, flags)
         probs = torch.softmax(self._logits(emb, feat, ind_sim) / self.temperature, dim=-1)
         return probs, flags
 
@@ -232,14 +238,12 @@ class EmbeddingEngine(SuggestionEngine):
         t0 = time.perf_counter()
         probs, flags = self.probabilities(orders)
         per_order_ms = (time.perf_counter() - t0) * 1000 / len(orders)
-        k = min(top_k, len(self.catalog))
-        scores, idx = probs.topk(k, dim=-1)
-        out = []
-        for i, order in enumerate(orders):
-            suggestions = [Suggestion(self.codes[j], self.catalog[j].name, float(s))
-                           for s, j in zip(scores[i].tolist(), idx[i].tolist())]
-            out.append(Prediction(order.accession, suggestions, flags[i], self.model_id, per_order_ms))
-        return out
+        from radassist.ranking import suggestions
+
+        rows = probs.numpy()
+        return [Prediction(order.accession, suggestions(order, rows[i], self.catalog, flags[i], self.policy, top_k),
+                           flags[i], self.model_id, per_order_ms)
+                for i, order in enumerate(orders)]
 
     def shortlist(self, orders: Sequence[Order], k: int) -> list[list[str]]:
         """Candidate codes for the LLM engine, best first."""

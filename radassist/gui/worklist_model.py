@@ -104,9 +104,8 @@ class WorklistEntry:
 def prediction_from_row(row: SuggestionRow, accession: str) -> Prediction:
     return Prediction(
         accession=accession,
-        suggestions=[Suggestion(s["code"], s["name"], float(s["score"])) for s in json.loads(row.suggestions_json)],
-        flags=[SafetyFlag(f["type"], f["evidence"], f.get("start", -1), f.get("end", -1))
-               for f in json.loads(row.flags_json or "[]")],
+        suggestions=[Suggestion.from_json(s) for s in json.loads(row.suggestions_json)],
+        flags=[SafetyFlag.from_json(f) for f in json.loads(row.flags_json or "[]")],
         model=row.model_version,
         latency_ms=row.latency_ms,
     )
