@@ -192,3 +192,5 @@ class LabelledOrder:
     order: Order
     code: str
     acceptable: tuple[str, ...] = ()
+    category: str = ""   # ordinary, ordered-exam-mismatch, contraindication, negated-risk, noisy
+    style: str = ""      # writer style of a corpus order (ed, hospitalist, scenario, ...)

@@ -206,8 +206,9 @@ def _renal_caution(text: str, policy, age: int | None, sex: str) -> SafetyFlag |
     egfr = _last_egfr(text)
     if egfr is not None:
         value, m = egfr
-        if policy.egfr_impaired_below <= value < policy.egfr_caution_below and not (m.group("cmp") or ""):
-            return SafetyFlag("renal-impairment", text[m.start():m.end()], m.start(), m.end(), "caution", "active")
+        if value < policy.egfr_caution_below and not (m.group("cmp") or ""):
+            severity = "impaired" if value < policy.egfr_impaired_below else "caution"
+            return SafetyFlag("renal-impairment", text[m.start():m.end()], m.start(), m.end(), severity, "active")
         return None
     if age is None or sex not in ("F", "M"):
         return None
@@ -242,7 +243,7 @@ _UNKNOWN_IMPLANT = re.compile(
     r"(?:shrapnel|bullet\s+fragments?|retained\s+(?:metal|bullet|fragments?))", _I)
 _IMPLANT_RESOLVED = re.compile(r"removed|explanted|extracted|taken\s+out", _I)
 _IMPLANT_CLEARED = re.compile(r"(?<!not\s)(?<!non\s)(?<!non-)(?<!not\smri\s)(?<!not\smr\s)(?<!not\san\s)"
-                              r"(?:cleared\s+(?:by|for|with)|(?<!not\s)mr[\s-]*(?:i\s+)?(?:conditional|safe|compatible))"
+                              r"(?:cleared\s+(?:by|for|with)|(?<!not\s)mr[\s-]*(?:i\s+)?(?:conditional|safe|compatible)\b)"
                               r"(?!\s*(?:status\s+)?(?:unknown|unclear|not))|orbit\w*\s+(?:xr|x-ray|radiographs?|films?)"
                               r"\s+(?:clear|negative|normal)|safety\s+(?:team\s+)?(?:approved|cleared)", _I)
 

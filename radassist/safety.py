@@ -400,7 +400,7 @@ _CNOT_FOLLOW = (
 _REACTION = (
     r"(?:allerg(?:y|ies|ic)|anaphyla(?:xis|ctic|ctoid)(?:\s+reactions?)?|hives|urticaria|rash|"
     r"reactions?|rxns?|hypersensitivity|sensitivity|intolerance|bronchospasm|laryngeal\s+edema|"
-    r"angioedema)"
+    r"angioedema|itch(?:ing|y)?|prurit(?:us|ic))"
 )
 _ALLERGY_ITEM = r"[^,/;&()\n.:]{1,40}(?:\s*\([^()\n]{0,40}\))?\s*[,/;&]\s*"
 
@@ -444,7 +444,7 @@ _CONTRAST = [
 ]
 _REACTION_NEEDLES = (
     "allerg", "anaphyla", "hives", "urticaria", "rash", "reaction", "rxn", "sensitiv", "intoleran",
-    "bronchospasm", "edema",
+    "bronchospasm", "edema", "itch", "prurit",
 )
 _needles(
     _CONTRAST,

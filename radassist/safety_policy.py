@@ -62,6 +62,7 @@ class ConflictRule:
     contrast: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()  # for contrast-allergy: which allergy kinds the rule covers
     why: str = ""
+    requires_alternative: bool = False  # a conflict only where safe_alternatives.csv names one (pregnancy)
 
     def applies(self, protocol: Protocol, flag_kind: str) -> bool:
         if self.agents and (flag_kind or "unknown") not in self.agents:
@@ -115,7 +116,9 @@ class SafetyPolicy:
         for flag in flags:
             if flag.type in out or not self.steers(flag):
                 continue
-            if any(r.flag == flag.type and r.applies(protocol, flag.kind) for r in self.conflicts):
+            if any(r.flag == flag.type and r.applies(protocol, flag.kind)
+                   and (not r.requires_alternative or (protocol.code, flag.type) in self.alternatives)
+                   for r in self.conflicts):
                 out.append(flag.type)
         return tuple(out)
 
@@ -184,7 +187,8 @@ def parse_policy(data: dict, source: str = "safety_policy.json") -> SafetyPolicy
         if not rule.get("modalities") and not contrast:
             raise PolicyError(f"{where}: needs 'modalities' or 'contrast'")
         policy.conflicts.append(ConflictRule(rule["flag"], tuple(rule.get("modalities", ())), contrast,
-                                             tuple(rule.get("agents", ())), rule.get("why", "")))
+                                             tuple(rule.get("agents", ())), rule.get("why", ""),
+                                             bool(rule.get("requires_alternative", False))))
     return policy
 
 

@@ -1683,7 +1683,8 @@ def read_labelled_jsonl(path) -> list[LabelledOrder]:
                 priority=str(obj.get("priority") or "ROUTINE"),
                 mrn=obj.get("mrn"), patient_name=obj.get("patient_name"),
                 ordering_provider=obj.get("ordering_provider"), ordered_at=ordered_at)
-            out.append(LabelledOrder(order=order, code=str(code), acceptable=tuple(acc)))
+            out.append(LabelledOrder(order=order, code=str(code), acceptable=tuple(acc),
+                                     category=str(obj.get("category") or ""), style=str(obj.get("style") or "")))
     return out
 
 

@@ -410,7 +410,7 @@ def test_case_insensitive():
 
 def test_to_json():
     (f,) = check_notes("Pregnant")
-    assert f.to_json() == {"type": PG, "evidence": "Pregnant"}
+    assert f.to_json() == {"type": PG, "evidence": "Pregnant", "severity": "any", "status": "active"}
 
 
 def test_large_note_returns():

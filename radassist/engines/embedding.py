@@ -84,6 +84,7 @@ def protocol_features(p: Protocol) -> list[float]:
     return [1.0 if p.modality == m else 0.0 for m in MODALITIES] + [float(kinds[k]) for k in CONTRAST_KINDS]
 
 
+DEFAULT_LEXICAL_WEIGHT = 0.6  # chosen on writer-held-out corpus folds (bench/bench_model.py)
 N_ORDER_FEATURES = len(FLAG_TYPES) + 4 + len(MODALITIES) + 1
 N_PROTOCOL_FEATURES = len(MODALITIES) + len(CONTRAST_KINDS)
 
@@ -139,6 +140,11 @@ class EmbeddingEngine(SuggestionEngine):
         self.dim = self.encoder.get_embedding_dimension()
         self.head: ScoringHead | None = None
         self.temperature = 1.0
+        self.lexical = None            # LexicalModel, trained with the head
+        self.lexical_weight = 0.0
+        self.calibration: dict = {}    # review threshold, OOD threshold, target precision (fitted by style)
+        self.train_emb: torch.Tensor | None = None  # training orders' embeddings, for the OOD check
+        self.emb_cache: dict[str, torch.Tensor] | None = None  # set during training runs: texts seen again
         self._version = "untrained"
         self.set_catalog(catalog)
         if head_dir is not None:
@@ -202,7 +208,15 @@ class EmbeddingEngine(SuggestionEngine):
 
     # --- encoding -----------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        return self.encoder.encode(texts, batch_size=batch_size)
+        if self.emb_cache is None:
+            return self.encoder.encode(texts, batch_size=batch_size)
+        missing = [t for t in dict.fromkeys(texts) if t not in self.emb_cache]
+        if missing:
+            for t, v in zip(missing, self.encoder.encode(missing, batch_size=batch_size)):
+                self.emb_cache[t] = v
+        if not texts:
+            return torch.zeros(0, self.dim)
+        return torch.stack([self.emb_cache[t] for t in texts])
 
     def _indication_similarity(self, order_emb: torch.Tensor) -> torch.Tensor:
         sims = order_emb @ self.phrase_emb.T  # [n, phrases]
@@ -219,31 +233,55 @@ class EmbeddingEngine(SuggestionEngine):
                              for o, fl in zip(orders, flags)])
         return emb, feat, self._indication_similarity(emb), flags
 
-    def _logits(self, emb, feat, ind_sim) -> torch.Tensor:
+    def _logits(self, emb, feat, ind_sim, orders: Sequence[Order] | None = None) -> torch.Tensor:
         if self.head is None:  # untrained: plain cosine similarity, still a usable ranking
             return 20.0 * (emb @ self.proto_emb.T) + 5.0 * ind_sim
         with torch.inference_mode():
-            return self.head(emb, feat, self.proto_emb, self.proto_feat, ind_sim, self.known_index)
+            logits = self.head(emb, feat, self.proto_emb, self.proto_feat, ind_sim, self.known_index)
+            if self.lexical is not None and self.lexical_weight > 0 and orders is not None:
+                logits = logits + self.lexical_weight * self.lexical.log_probs(orders, self.codes)
+            return logits
 
     # --- prediction ---------------------------------------------------------------------------
-    def probabilities(self, orders: Sequence[Order], flags=None) -> tuple[torch.Tensor, list]:
+    def probabilities(self, orders: Sequence[Order], flags=None, with_embeddings: bool = False):
         """Model probabilities over the catalog (before flag steering) and each order's flags."""
         emb, feat, ind_sim, flags = self._inputs(orders, flags)
-        probs = torch.softmax(self._logits(emb, feat, ind_sim) / self.temperature, dim=-1)
+        probs = torch.softmax(self._logits(emb, feat, ind_sim, orders) / self.temperature, dim=-1)
+        if with_embeddings:
+            return probs, flags, emb
         return probs, flags
+
+    def familiarity(self, emb: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of each order to its nearest training order (1.0 when none are stored)."""
+        if self.train_emb is None or not len(self.train_emb):
+            return torch.ones(emb.shape[0])
+        sims = emb @ self.train_emb.float().T
+        return sims.max(dim=1).values
+
+    def review_reason(self, suggestions, familiarity: float) -> str:
+        """Why an order should not be pre-selected, or "" (see ``radassist.confidence``)."""
+        from radassist.confidence import review_reason
+
+        return review_reason(suggestions, familiarity, self.calibration, self.policy)
 
     def predict_batch(self, orders: Sequence[Order], top_k: int = 3) -> list[Prediction]:
         if not orders:
             return []
         t0 = time.perf_counter()
-        probs, flags = self.probabilities(orders)
-        per_order_ms = (time.perf_counter() - t0) * 1000 / len(orders)
+        probs, flags, emb = self.probabilities(orders, with_embeddings=True)
+        familiar = self.familiarity(emb).tolist()
         from radassist.ranking import suggestions
 
         rows = probs.numpy()
-        return [Prediction(order.accession, suggestions(order, rows[i], self.catalog, flags[i], self.policy, top_k),
-                           flags[i], self.model_id, per_order_ms)
-                for i, order in enumerate(orders)]
+        out = []
+        for i, order in enumerate(orders):
+            ranked = suggestions(order, rows[i], self.catalog, flags[i], self.policy, top_k)
+            reason = self.review_reason(ranked, familiar[i])
+            out.append(Prediction(order.accession, ranked, flags[i], self.model_id, 0.0, bool(reason), reason))
+        per_order_ms = (time.perf_counter() - t0) * 1000 / len(orders)
+        for p in out:
+            p.latency_ms = per_order_ms
+        return out
 
     def shortlist(self, orders: Sequence[Order], k: int) -> list[list[str]]:
         """Candidate codes for the LLM engine, best first."""
@@ -253,7 +291,8 @@ class EmbeddingEngine(SuggestionEngine):
 
     # --- learning -----------------------------------------------------------------------------
     def fit(self, examples: Sequence[LabelledOrder], val_fraction: float = 0.15, epochs: int = 200,
-            lr: float = 0.01, weight_decay: float = 1e-4, seed: int = 0, warm_start: bool = False, **_) -> dict:
+            lr: float = 0.01, weight_decay: float = 1e-4, seed: int = 0, warm_start: bool = False,
+            lexical_weight: float | None = None, **_) -> dict:
         """Train the head on labelled orders (seconds on a CPU); fits the temperature on a held-out split.
 
         ``warm_start``: start from the loaded head (retraining from decisions) instead of from scratch.
@@ -294,10 +333,20 @@ class EmbeddingEngine(SuggestionEngine):
             loss.backward()
             opt.step()
         self.head.eval()
+        from radassist.engines.lexical import LexicalModel
+
+        if lexical_weight is None:
+            lexical_weight = self.lexical_weight if warm_start else DEFAULT_LEXICAL_WEIGHT
+        self.lexical_weight = lexical_weight
+        self.lexical = None
+        if lexical_weight > 0:
+            self.lexical = LexicalModel.fit([examples[i].order for i in train_ids],
+                                            [examples[i].code for i in train_ids], self.codes, seed=seed)
+        self.train_emb = emb[torch.as_tensor(train_ids)].half()
         result = FitResult(len(train_ids), n_val, float("nan"), float("nan"), float("nan"), 1.0, 0.0)
         if n_val:
             va = torch.as_tensor(val_ids)
-            logits = self._logits(emb[va], feat[va], ind_sim[va])
+            logits = self._logits(emb[va], feat[va], ind_sim[va], [examples[i].order for i in val_ids])
             self.temperature = fit_temperature(logits, y[va])
             result.temperature = self.temperature
             result.val_loss = float(nn.functional.cross_entropy(logits / self.temperature, y[va]))
@@ -317,8 +366,13 @@ class EmbeddingEngine(SuggestionEngine):
         tmp = folder.with_name(folder.name + ".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
         torch.save(self.head.state_dict(), tmp / "head.pt")
+        if self.lexical is not None:
+            self.lexical.save(tmp)
+        if self.train_emb is not None:
+            torch.save(self.train_emb.half(), tmp / "train_embeddings.pt")
         meta = {"version": self._version, "codes": self.head.codes, "temperature": self.temperature,
-                "dim": self.dim, "encoder": "all-MiniLM-L6-v2", **(extra or {})}
+                "dim": self.dim, "encoder": "all-MiniLM-L6-v2", "lexical_weight": self.lexical_weight,
+                "calibration": self.calibration, **(extra or {})}
         (tmp / "head.json").write_text(json.dumps(meta, indent=2))
         if folder.exists():
             import shutil
@@ -339,6 +393,16 @@ class EmbeddingEngine(SuggestionEngine):
         head.eval()
         self.head = head
         self.temperature = float(meta.get("temperature", 1.0))
+        self.lexical_weight = float(meta.get("lexical_weight", 0.0))
+        self.calibration = dict(meta.get("calibration") or {})
+        from radassist.engines.lexical import LexicalModel
+
+        try:
+            self.lexical = LexicalModel.load(folder)
+            emb_path = folder / "train_embeddings.pt"
+            self.train_emb = torch.load(emb_path, map_location="cpu", weights_only=True) if emb_path.exists() else None
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise EngineError(f"cannot load embedding head from {folder}: {exc}") from None
         self._version = meta["version"]
         self._refresh_known_index()
 
