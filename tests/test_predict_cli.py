@@ -31,13 +31,15 @@ def test_predict_contract_and_bad_lines(tmp_path):
     assert "error" in lines[1] and "line 2" in lines[1]["error"]
     assert "missing ordered_exam" in lines[2]["error"]
     for line in (lines[0], lines[3]):
-        assert set(line) == {"accession", "suggestions", "flags", "model", "latency_ms"}
+        assert {"accession", "suggestions", "flags", "model", "latency_ms"} <= set(line) <= {
+            "accession", "suggestions", "flags", "model", "latency_ms", "review", "review_reason"}
         assert len(line["suggestions"]) == 3
         scores = [s["score"] for s in line["suggestions"]]
         assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
-        assert set(line["suggestions"][0]) == {"code", "name", "score"}
+        assert {"code", "name", "score"} <= set(line["suggestions"][0]) <= {"code", "name", "score", "why", "conflicts"}
         assert line["model"].startswith("embedding/")
-    assert lines[0]["flags"] == [{"type": "contrast-allergy", "evidence": "Anaphylaxis to IV contrast"}]
+    assert lines[0]["flags"] == [{"type": "contrast-allergy", "evidence": "Anaphylaxis to IV contrast",
+                                  "severity": "severe", "status": "active", "kind": "iodinated"}]
     assert lines[3]["flags"] == []
     assert lines[3]["suggestions"][0]["code"] == "MR-KNEE-WO"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radassist.domain import Order, Prediction, Protocol, SafetyFlag, Suggestion
+from radassist.domain import Order, Prediction, Protocol, SafetyFlag
 from radassist.engines.base import EngineError, SuggestionEngine
 from radassist.paths import ADAPTERS_DIR
 
@@ -297,9 +297,7 @@ class LLMEngine(SuggestionEngine):
         self.shortlist_engine = shortlist_engine
         self.shortlist_fn: ShortlistFn | None = getattr(shortlist_engine, "shortlist", shortlist_engine)
         self.shortlist_size = shortlist_size
-        if safety is None:
-            from radassist.safety import check_notes as safety
-        self.safety = safety
+        self.safety = safety  # None: flags assessed with the site policy (radassist.flag_assessment)
         self.set_catalog(catalog)
 
     @property
@@ -313,8 +311,11 @@ class LLMEngine(SuggestionEngine):
     def set_catalog(self, protocols: Sequence[Protocol]) -> None:
         if not protocols:
             raise EngineError("empty protocol catalog")
+        from radassist.safety_policy import site_policy
+
         self.catalog = list(protocols)
         self._by_code = {p.code: p for p in self.catalog}
+        self.policy = site_policy(self.catalog)
         tok = self.loaded.tokenizer
         self._cand_ids = {p.code: encode_candidate(tok, p) for p in self.catalog}
 
@@ -351,8 +352,15 @@ class LLMEngine(SuggestionEngine):
         return [np.array([row[index[c]] if c in index else 0.0 for c in cs]) for row, cs in zip(probs, codes)]
 
     def predict_batch(self, orders: Sequence[Order], top_k: int = 3) -> list[Prediction]:
+        from radassist.ranking import suggestions
+
         started = time.perf_counter()
-        flags = [self.safety(o.clinical_notes or "") for o in orders]
+        if self.safety is None:
+            from radassist.flag_assessment import assess_order
+
+            flags = [assess_order(o, self.policy) for o in orders]
+        else:
+            flags = [self.safety(o.clinical_notes or "") for o in orders]
         codes = self.candidates_for(orders)
         scored = self.raw_scores(orders, flags, codes)
         priors = self.prior_probabilities(orders, codes)
@@ -360,7 +368,6 @@ class LLMEngine(SuggestionEngine):
         preds = []
         for order, fl, cs, (sums, lengths), prior in zip(orders, flags, codes, scored, priors):
             probs = self.calibration.probabilities(sums, lengths, prior)
-            best = np.argsort(-probs, kind="stable")[:top_k]
-            suggestions = [Suggestion(cs[i], self._by_code[cs[i]].name, float(probs[i])) for i in best]
-            preds.append(Prediction(order.accession, suggestions, list(fl), self.model_id, each_ms))
+            ranked = suggestions(order, probs, [self._by_code[c] for c in cs], fl, self.policy, top_k)
+            preds.append(Prediction(order.accession, ranked, list(fl), self.model_id, each_ms))
         return preds
