@@ -288,10 +288,37 @@ def _pregnancy(text: str, flag: SafetyFlag) -> SafetyFlag:
     return replace(flag, severity="any", status=status)
 
 
-def _anticoagulation(text: str, flag: SafetyFlag) -> SafetyFlag:
+def _lexicon_hits(text: str, terms) -> list[re.Match]:
+    if not terms:
+        return []
+    pattern = _term_pattern(tuple(terms))
+    return list(pattern.finditer(text))
+
+
+_PATTERN_CACHE: dict[tuple, re.Pattern] = {}
+
+
+def _term_pattern(terms: tuple) -> re.Pattern:
+    pat = _PATTERN_CACHE.get(terms)
+    if pat is None:
+        alts = "|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True))
+        pat = _PATTERN_CACHE[terms] = re.compile(rf"(?<![\w-])(?:{alts})(?![\w-])", _I)
+    return pat
+
+
+def _affirmed_term(text: str, m: re.Match, kind: str) -> bool:
+    from radassist.safety import _Doc
+
+    return not _Doc(text).negated(m.start(), m.end(), kind)
+
+
+def _anticoagulation(text: str, flag: SafetyFlag, policy=None) -> SafetyFlag:
     low = text.lower()
-    has_ap = bool(_ANTIPLATELET.search(low))
-    has_ac = bool(_ANTICOAGULANT.search(low))
+    lex = getattr(policy, "lexicon", {}) or {}
+    has_ap = bool(_ANTIPLATELET.search(low)) or any(
+        _affirmed_term(text, m, "med") for m in _lexicon_hits(text, lex.get("antiplatelet")))
+    has_ac = bool(_ANTICOAGULANT.search(low)) or any(
+        _affirmed_term(text, m, "med") for m in _lexicon_hits(text, lex.get("anticoagulant")))
     kind = "both" if has_ap and has_ac else ("antiplatelet" if has_ap and not has_ac else "anticoagulant")
     if _ANTIPLATELET.search(flag.evidence) and not has_ac:
         kind = "antiplatelet"
@@ -305,6 +332,27 @@ def _claustrophobia(text: str, flag: SafetyFlag) -> SafetyFlag:
             r"fail|abort|refus|declin|despite", ctx):
         severe = False
     return replace(flag, severity="severe" if severe else "mild")
+
+
+def _site_lexicon_flags(text: str, present: set[str], policy) -> list[SafetyFlag]:
+    """Flags from terms the site added to the policy's lexicon (local brands, device names)."""
+    lex = getattr(policy, "lexicon", {}) or {}
+    out = []
+    for key, ftype, kind in (("anticoagulant", "anticoagulation", "med"), ("antiplatelet", "anticoagulation", "med"),
+                             ("metformin", "metformin", "med"), ("mri_unsafe_device", "mri-unsafe-implant", "device")):
+        if ftype in present or not text:
+            continue
+        for m in _lexicon_hits(text, lex.get(key)):
+            if _affirmed_term(text, m, kind):
+                flag = SafetyFlag(ftype, text[m.start():m.end()], m.start(), m.end())
+                if ftype == "anticoagulation":
+                    flag = _anticoagulation(text, flag, policy)
+                elif ftype == "mri-unsafe-implant":
+                    flag = _implant(text, flag)
+                out.append(flag)
+                present.add(ftype)
+                break
+    return out
 
 
 # --- entry points -----------------------------------------------------------------------------------
@@ -328,7 +376,7 @@ def assess(text: str, flags: list[SafetyFlag], policy=None, age: int | None = No
         elif flag.type == "pregnancy":
             out.append(_pregnancy(text, flag))
         elif flag.type == "anticoagulation":
-            out.append(_anticoagulation(text, flag))
+            out.append(_anticoagulation(text, flag, policy))
         elif flag.type == "claustrophobia":
             out.append(_claustrophobia(text, flag))
         else:
@@ -343,6 +391,7 @@ def assess(text: str, flags: list[SafetyFlag], policy=None, age: int | None = No
         if m and not _IMPLANT_CLEARED.search(_context(text, m.start(), m.end())):
             s, e = m.start(), m.end()
             out.append(SafetyFlag("mri-unsafe-implant", text[s:e], s, e, "unknown", "uncertain"))
+    out += _site_lexicon_flags(text, {f.type for f in out}, policy)
     from radassist.domain import FLAG_TYPES
 
     rank = {t: i for i, t in enumerate(FLAG_TYPES)}

@@ -28,6 +28,7 @@ from pathlib import Path
 from radassist.domain import FLAG_STATUSES, FLAG_TYPES, SEXES, Protocol
 
 SCHEMA = "radassist.safety-policy/1"
+LEXICON_KEYS = ("anticoagulant", "antiplatelet", "metformin", "mri_unsafe_device")
 CONTRAST_AGENTS = ("iodinated", "gadolinium", "radiotracer", "intra-articular", "none")
 
 
@@ -101,6 +102,7 @@ class SafetyPolicy:
     eligibility: dict[str, Eligibility] = field(default_factory=dict)
     steer_only_with_alternative: bool = True
     conflict_weight: float = 0.03
+    lexicon: dict[str, tuple[str, ...]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def steers(self, flag) -> bool:
@@ -166,6 +168,17 @@ def parse_policy(data: dict, source: str = "safety_policy.json") -> SafetyPolicy
     if not 0 <= policy.conflict_weight < 1:
         raise PolicyError(f"{source}: conflict_weight must be in [0, 1)")
     policy.steer_only_with_alternative = bool(data.get("steer_only_with_alternative", True))
+    lexicon = data.get("lexicon", {})
+    if not isinstance(lexicon, dict):
+        raise PolicyError(f"{source}: 'lexicon' must be an object of term lists")
+    for key, terms in lexicon.items():
+        if key == "description":
+            continue
+        if key not in LEXICON_KEYS:
+            raise PolicyError(f"{source}: lexicon.{key}: unknown list (known: {', '.join(LEXICON_KEYS)})")
+        if not isinstance(terms, list) or not all(isinstance(t, str) and t.strip() for t in terms):
+            raise PolicyError(f"{source}: lexicon.{key} must be a list of non-empty strings")
+        policy.lexicon[key] = tuple(t.strip().lower() for t in terms)
     steering = data.get("steering", {})
     if not isinstance(steering, dict):
         raise PolicyError(f"{source}: 'steering' must be an object keyed by flag type")

@@ -137,3 +137,31 @@ def test_protocol_added_to_the_catalog_gets_the_generic_alternative(catalog, pol
     flag = SafetyFlag("mri-unsafe-implant", "pacemaker", 0, 9, "mr-unsafe", "active")
     out = suggestions(order, _probs(cat, {"MR-ELBOW-WO": 0.9}), cat, [flag], pol)
     assert out[0].code == "CT-EXT-WO"
+
+
+def test_a_site_adds_a_local_brand_and_device_name(tmp_path):
+    from radassist.flag_assessment import assess_order
+
+    shutil.copytree(RESOURCES_DIR / "knowledge", tmp_path / "k")
+    path = tmp_path / "k" / "safety_policy.json"
+    data = json.loads(path.read_text())
+    data["lexicon"]["anticoagulant"].append("Warfant")
+    data["lexicon"]["mri_unsafe_device"].append("NeuroPace RNS")
+    path.write_text(json.dumps(data))
+    site = load_policy(folder=tmp_path / "k")
+    f = assess_order(Order("A", "CT", "on warfant 5 mg for AF"), site)
+    assert [(x.type, x.kind, x.evidence) for x in f] == [("anticoagulation", "anticoagulant", "warfant")]
+    assert assess_order(Order("A", "CT", "warfant stopped last year"), site) == []
+    g = assess_order(Order("A", "MRI", "epilepsy, NeuroPace RNS implanted 2021"), site)
+    assert g and g[0].type == "mri-unsafe-implant" and site.steers(g[0])
+    assert not [x for x in assess_order(Order("A", "CT", "on warfant"), load_policy()) if x.type == "anticoagulation"]
+
+
+def test_lexicon_must_be_lists_of_strings(tmp_path):
+    shutil.copytree(RESOURCES_DIR / "knowledge", tmp_path / "k")
+    path = tmp_path / "k" / "safety_policy.json"
+    data = json.loads(path.read_text())
+    data["lexicon"]["antiplatelet"] = "plavix"
+    path.write_text(json.dumps(data))
+    with pytest.raises(PolicyError, match="lexicon.antiplatelet"):
+        load_policy(folder=tmp_path / "k")

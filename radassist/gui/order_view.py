@@ -45,6 +45,27 @@ def flag_label(flag_type: str) -> str:
     return FLAG_LABELS.get(flag_type) or DEFAULT_FLAG_LABELS.get(flag_type) or flag_type.replace("-", " ").capitalize()
 
 
+def flag_chip_text(flag: SafetyFlag) -> str:
+    """'⚠ Contrast allergy · severe', '⚠ Renal impairment · caution', '✓ MRI-unsafe implant · resolved'."""
+    details = [d for d in (flag.kind if flag.type == "anticoagulation" else "",
+                           flag.severity if flag.severity not in ("any", "") else "",
+                           flag.status if flag.status != "active" else "") if d]
+    icon = "⚠" if flag.is_current else "✓"
+    return f"{icon} {flag_label(flag.type)}" + (" · " + ", ".join(details) if details else "")
+
+
+def flag_tooltip(flags: Sequence[SafetyFlag]) -> str:
+    lines = []
+    for f in flags:
+        line = f"“{f.evidence}”"
+        if f.handled:
+            line += f" (handled: “{f.handled}”)"
+        if f.note:
+            line += f"; {f.note}"
+        lines.append(line)
+    return "Evidence: " + "; ".join(lines)
+
+
 @dataclass(frozen=True)
 class OrderDetails:
     """A snapshot of an order for display (no live ORM object crosses into the view)."""
@@ -434,9 +455,12 @@ class OrderView(QWidget):
         else:
             self.decided.setVisible(False)
 
-        flags = list(check_notes(order.clinical_notes)) if check_notes is not None else []
-        if check_notes is None and prediction is not None:
-            flags = list(prediction.flags)
+        if prediction is not None and prediction.flags:
+            flags = list(prediction.flags)  # assessed once, stored with the suggestions
+        else:
+            from radassist.flag_assessment import assess_order
+
+            flags = assess_order(order) if order.clinical_notes else []
         self.flags = flags
         self._render_flags()
         self._render_notes()
@@ -452,7 +476,7 @@ class OrderView(QWidget):
     def set_prediction(self, prediction: Prediction | None) -> None:
         """Suggestions arrived for the open order: show them without losing a search in progress."""
         self.prediction = prediction
-        if check_notes is None and prediction is not None and not self.flags and prediction.flags:
+        if prediction is not None and prediction.flags and prediction.flags != self.flags:
             self.flags = list(prediction.flags)
             self._render_flags()
             self._render_notes()
@@ -477,10 +501,10 @@ class OrderView(QWidget):
             if flag.type in seen:
                 continue
             seen.add(flag.type)
-            evidence = [f.evidence for f in self.flags if f.type == flag.type]
-            chip = QLabel(f"⚠ {flag_label(flag.type)}")
-            chip.setObjectName("flagChip")
-            chip.setToolTip("Evidence: " + "; ".join(f"“{e}”" for e in evidence))
+            chip = QLabel(flag_chip_text(flag))
+            # resolved / historical findings are shown muted: seen, but they ask nothing of the radiologist
+            chip.setObjectName("flagChip" if flag.is_current else "flagChipMuted")
+            chip.setToolTip(flag_tooltip([f for f in self.flags if f.type == flag.type]))
             self.flag_layout.addWidget(chip)
         self.flag_layout.addStretch(1)
 

@@ -19,7 +19,7 @@ import torch
 from radassist.confidence import DEFAULT_TARGET_PRECISION, fit_calibration
 from radassist.domain import LabelledOrder, Protocol
 
-LEXICAL_WEIGHTS = (0.0, 0.3, 0.6, 1.0)
+LEXICAL_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 @dataclass
