@@ -16,6 +16,18 @@ import numpy as np
 
 DEFAULT_TARGET_PRECISION = 0.98
 DEFAULT_TIE_MARGIN = 0.15
+TARGETS = (0.90, 0.95, 0.97, 0.98, 0.99)
+
+
+def threshold_for(calibration: dict, target: float | None) -> float | None:
+    """The stored review threshold for the site's target precision (the nearest stricter one fitted)."""
+    if target is None or not calibration.get("thresholds"):
+        return calibration.get("review_threshold")
+    fitted = sorted((float(k), v) for k, v in calibration["thresholds"].items())
+    for t, thr in fitted:
+        if t >= target - 1e-9:
+            return thr
+    return fitted[-1][1]
 
 
 def fit_calibration(confidences: Sequence[float], correct: Sequence[bool], familiarity: Sequence[float] | None = None,
@@ -36,6 +48,14 @@ def fit_calibration(confidences: Sequence[float], correct: Sequence[bool], famil
         if len(good):
             threshold = float(c[good.max()])
     pre = eligible & (conf >= threshold)
+    thresholds = {}
+    for target in TARGETS:
+        t = 1.0
+        if len(c):
+            good = np.nonzero(np.cumsum(k) / np.arange(1, len(c) + 1) >= target)[0]
+            if len(good):
+                t = float(c[good.max()])
+        thresholds[f"{target:.3f}"] = round(t, 6)
     out = {
         "target_precision": target_precision,
         "review_threshold": round(threshold, 6),
@@ -43,13 +63,15 @@ def fit_calibration(confidences: Sequence[float], correct: Sequence[bool], famil
         "heldout_orders": int(len(conf)),
         "heldout_coverage": round(float(pre.mean()), 4) if len(conf) else 0.0,
         "heldout_precision": round(float(ok[pre].mean()), 4) if pre.any() else None,
+        "thresholds": thresholds,  # for a site that sets another target precision
     }
     if familiarity is not None and len(familiarity):
         out["ood_threshold"] = round(float(np.quantile(np.asarray(familiarity, dtype=float), ood_quantile)), 6)
     return out
 
 
-def review_reason(suggestions: Sequence, familiarity: float, calibration: dict, policy=None) -> str:
+def review_reason(suggestions: Sequence, familiarity: float, calibration: dict, policy=None,
+                  target_precision: float | None = None) -> str:
     """"" when the top suggestion may be pre-selected, else the reason shown to the radiologist."""
     if not suggestions:
         return "no suggestion"
@@ -60,8 +82,8 @@ def review_reason(suggestions: Sequence, familiarity: float, calibration: dict, 
         return "top suggestion conflicts with a safety flag"
     if len(suggestions) > 1 and top.score - suggestions[1].score < calibration.get("tie_margin", DEFAULT_TIE_MARGIN):
         return "two protocols nearly tied"
-    threshold = calibration.get("review_threshold")
+    threshold = threshold_for(calibration, target_precision)
     if threshold is not None and top.score < threshold:
-        target = calibration.get("target_precision", DEFAULT_TARGET_PRECISION)
+        target = target_precision or calibration.get("target_precision", DEFAULT_TARGET_PRECISION)
         return f"confidence below the level that gives {target:.0%} precision"
     return ""

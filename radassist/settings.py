@@ -27,7 +27,8 @@ class SiteSettings:
     adapter: str = "default"           # LLM adapter version under models/adapters, or "default"
     device: str = "auto"
     quantization: str = "nf4"
-    confidence_threshold: float = 0.5  # below: "needs review", never pre-selected
+    confidence_threshold: float = 0.5  # minimum confidence: below it, always "needs review"
+    target_precision: float = 0.98     # pre-selected suggestions are right this often (threshold fitted with the model)
     shortlist_size: int = 6            # candidates the embedding engine hands to the LLM (dev recall@6 = 1.0)
     promotion_gate: float = 0.0        # candidate top-1 may be at most this much worse than active
     idle_lock_minutes: int = 10
@@ -42,6 +43,8 @@ class SiteSettings:
             problems.append(f"device must be one of {', '.join(DEVICES)}")
         if not 0.0 <= self.confidence_threshold <= 1.0:
             problems.append("confidence threshold must be between 0 and 1")
+        if not 0.5 <= self.target_precision <= 0.999:
+            problems.append("target precision must be between 50% and 99.9%")
         if not 1 <= self.shortlist_size <= 200:
             problems.append("shortlist size must be between 1 and 200")
         if not 0.0 <= self.promotion_gate <= 0.2:

@@ -46,11 +46,13 @@ def save_prediction(session: Session, order_id: int, prediction: Prediction) -> 
         SuggestionRow.order_id == order_id, SuggestionRow.model_version == prediction.model))
     payload = json.dumps([s.to_json() for s in prediction.suggestions])
     flags = json.dumps([f.to_store() for f in prediction.flags])
+    review = (prediction.review_reason or "needs review")[:200] if prediction.review else None
     if existing is None:
         session.add(SuggestionRow(order_id=order_id, model_version=prediction.model, suggestions_json=payload,
-                                  flags_json=flags, latency_ms=prediction.latency_ms))
+                                  flags_json=flags, latency_ms=prediction.latency_ms, review_reason=review))
     else:
         existing.suggestions_json, existing.flags_json = payload, flags
+        existing.review_reason = review
         existing.latency_ms, existing.created_at = prediction.latency_ms, utcnow()
     session.flush()
 
@@ -67,6 +69,8 @@ def cached_prediction(session: Session, order_id: int, model_version: str) -> Pr
         flags=[SafetyFlag.from_json(f) for f in json.loads(row.flags_json)],
         model=row.model_version,
         latency_ms=row.latency_ms,
+        review=bool(row.review_reason),
+        review_reason=row.review_reason or "",
     )
 
 

@@ -91,3 +91,20 @@ def test_prediction_cache_round_trip(db):
         got = cached_prediction(s, a, "embedding/v1")
         assert got.suggestions == pred.suggestions and got.flags == pred.flags
         assert cached_prediction(s, a, "other/v2") is None
+
+
+def test_stored_suggestions_keep_flags_conflicts_reasons_and_review(db):
+    """What the engine said about an order survives the database: the GUI shows the stored assessment."""
+    with db.session() as s:
+        a = _order(s, "RV1")
+    flag = SafetyFlag("renal-impairment", "eGFR 19", 10, 17, "impaired", "active", note="")
+    pred = Prediction("RV1", [Suggestion("NM-VQ", "NM Lung Ventilation Perfusion", 0.7, (), ("?PE",)),
+                              Suggestion("CTA-CHEST-PE", "CTA Chest Pulmonary Embolism", 0.2, ("renal-impairment",))],
+                      [flag], "embedding/v9", 3.0, review=True, review_reason="two protocols nearly tied")
+    with db.session() as s:
+        save_prediction(s, a, pred)
+    with db.session() as s:
+        got = cached_prediction(s, a, "embedding/v9")
+    assert got.flags == [flag]
+    assert got.suggestions[1].conflicts == ("renal-impairment",) and got.suggestions[0].why == ("?PE",)
+    assert got.review and got.review_reason == "two protocols nearly tied"

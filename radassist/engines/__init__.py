@@ -35,7 +35,9 @@ def create_engine(name: str, catalog: Sequence[Protocol], settings=None, model_p
 
     settings = settings or SiteSettings()
     if name == "embedding":
-        return create_embedding_engine(catalog, head_dir=model_path)
+        engine = create_embedding_engine(catalog, head_dir=model_path)
+        engine.target_precision = settings.target_precision
+        return engine
     if name == "llm":
         from radassist.engines.llm import LLMEngine
 

@@ -143,6 +143,7 @@ class EmbeddingEngine(SuggestionEngine):
         self.lexical = None            # LexicalModel, trained with the head
         self.lexical_weight = 0.0
         self.calibration: dict = {}    # review threshold, OOD threshold, target precision (fitted by style)
+        self.target_precision: float | None = None  # the site's setting; None: the one fitted
         self.train_emb: torch.Tensor | None = None  # training orders' embeddings, for the OOD check
         self.emb_cache: dict[str, torch.Tensor] | None = None  # set during training runs: texts seen again
         self._version = "untrained"
@@ -262,7 +263,7 @@ class EmbeddingEngine(SuggestionEngine):
         """Why an order should not be pre-selected, or "" (see ``radassist.confidence``)."""
         from radassist.confidence import review_reason
 
-        return review_reason(suggestions, familiarity, self.calibration, self.policy)
+        return review_reason(suggestions, familiarity, self.calibration, self.policy, self.target_precision)
 
     def predict_batch(self, orders: Sequence[Order], top_k: int = 3) -> list[Prediction]:
         if not orders:

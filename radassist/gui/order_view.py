@@ -387,8 +387,10 @@ class OrderView(QWidget):
 
     @property
     def needs_review(self) -> bool:
+        """The engine asked for review (target precision, near tie, unfamiliar order, flag conflict), or the
+        top score is below the site's minimum confidence."""
         top = self.prediction.top if self.prediction else None
-        return top is not None and top.score < self.threshold
+        return top is not None and (self.prediction.review or top.score < self.threshold)
 
     def show_empty(self, text: str = "No order open") -> None:
         self.order = None

@@ -123,7 +123,16 @@ class SettingsPanel(QDialog):
         self.threshold.setSingleStep(0.05)
         self.threshold.setDecimals(2)
         self.threshold.setToolTip("below this confidence an order is marked 'needs review' and nothing is pre-selected")
-        form.addRow("Confidence threshold", self.threshold)
+        form.addRow("Minimum confidence", self.threshold)
+        self.target_precision = QDoubleSpinBox()
+        self.target_precision.setObjectName("targetPrecision")
+        self.target_precision.setRange(90.0, 99.0)
+        self.target_precision.setSingleStep(1.0)
+        self.target_precision.setDecimals(0)
+        self.target_precision.setSuffix(" %")
+        self.target_precision.setToolTip("pre-selected suggestions are right this often on held-out orders; "
+                                         "the threshold that reaches it is fitted with the model")
+        form.addRow("Target precision", self.target_precision)
         self.shortlist = QSpinBox()
         self.shortlist.setObjectName("shortlist")
         self.shortlist.setRange(1, 200)
@@ -182,6 +191,7 @@ class SettingsPanel(QDialog):
         self._select(self.device, s.device)
         self._select(self.quantization, s.quantization)
         self.threshold.setValue(s.confidence_threshold)
+        self.target_precision.setValue(round(s.target_precision * 100))
         self.shortlist.setValue(s.shortlist_size)
         self.gate.setValue(s.promotion_gate)
         self.idle.setValue(s.idle_lock_minutes)
@@ -191,6 +201,7 @@ class SettingsPanel(QDialog):
             self.current, engine=self.engine.currentData(), base_model=self.base_model.text().strip(),
             adapter=self.adapter.currentData() or "default", device=self.device.currentData(),
             quantization=self.quantization.currentData(), confidence_threshold=round(self.threshold.value(), 4),
+            target_precision=round(self.target_precision.value() / 100, 3),
             shortlist_size=self.shortlist.value(), promotion_gate=round(self.gate.value(), 4),
             idle_lock_minutes=self.idle.value())
 

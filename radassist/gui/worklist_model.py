@@ -108,6 +108,8 @@ def prediction_from_row(row: SuggestionRow, accession: str) -> Prediction:
         flags=[SafetyFlag.from_json(f) for f in json.loads(row.flags_json or "[]")],
         model=row.model_version,
         latency_ms=row.latency_ms,
+        review=bool(row.review_reason),
+        review_reason=row.review_reason or "",
     )
 
 

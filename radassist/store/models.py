@@ -63,6 +63,8 @@ class SuggestionRow(Base):
     suggestions_json: Mapped[str] = mapped_column(Text)  # [{"code","name","score"}...]
     flags_json: Mapped[str] = mapped_column(Text, default="[]")  # [{"type","evidence"}...]
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    # None: pre-selectable; else why the engine asks for review (target precision, near tie, OOD, conflict)
+    review_reason: Mapped[str | None] = mapped_column(String(200), nullable=True, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     order: Mapped[OrderRow] = relationship(back_populates="suggestions")

@@ -19,7 +19,7 @@ import torch
 from radassist.confidence import DEFAULT_TARGET_PRECISION, fit_calibration
 from radassist.domain import LabelledOrder, Protocol
 
-LEXICAL_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+LEXICAL_WEIGHTS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)
 
 
 @dataclass
@@ -34,6 +34,7 @@ class StyleRow:
 @dataclass
 class FoldReport:
     rows: list[StyleRow] = field(default_factory=list)
+    category_rows: list[StyleRow] = field(default_factory=list)  # the same, pooled by category
     lexical_weight: float = 0.0
     temperature: float = 1.0
     calibration: dict = field(default_factory=dict)
@@ -51,6 +52,13 @@ class FoldReport:
                 return sum(getattr(r, attr) * r.n for r in self.rows) / n
             lines.append(f"{'all (pooled)':<16} {n:>4}   {avg('baseline_top1'):>15.3f}   {avg('top1'):>13.3f}   "
                          f"{avg('top3'):>13.3f}")
+        if self.category_rows:
+            lines.append("")
+            lines.append("category (pooled)   n   untrained top-1   trained top-1   trained top-3")
+            for r in self.category_rows:
+                mark = "" if r.top1 >= r.baseline_top1 else "   <-- below baseline"
+                lines.append(f"{r.style:<16} {r.n:>4}   {r.baseline_top1:>15.3f}   {r.top1:>13.3f}   "
+                             f"{r.top3:>13.3f}{mark}")
         lines.append(f"lexical weight {self.lexical_weight}, temperature {self.temperature:.3f}, "
                      f"review threshold {self.calibration.get('review_threshold')} for "
                      f"{self.calibration.get('target_precision', DEFAULT_TARGET_PRECISION):.0%} precision "
@@ -125,11 +133,12 @@ def train_by_style(catalog: Sequence[Protocol], corpus: Sequence[LabelledOrder],
     calibration = fit_calibration(conf, correct, familiar, target_precision, margins=margins)
 
     report = FoldReport(lexical_weight=w, temperature=temp, calibration=calibration)
-    for style in styles:
-        idx = [i for i, e in enumerate(held) if e.style == style]
-        top3 = [any(_hit(held[i], s.code) for s in ranked[i][:3]) for i in idx]
-        report.rows.append(StyleRow(style, len(idx), float(np.mean([baseline_hits[i] for i in idx])),
-                                    float(np.mean([correct[i] for i in idx])), float(np.mean(top3))))
+    for attr, out in (("style", report.rows), ("category", report.category_rows)):
+        for key in sorted({getattr(e, attr) for e in held}):
+            idx = [i for i, e in enumerate(held) if getattr(e, attr) == key]
+            top3 = [any(_hit(held[i], s.code) for s in ranked[i][:3]) for i in idx]
+            out.append(StyleRow(key or "(none)", len(idx), float(np.mean([baseline_hits[i] for i in idx])),
+                                float(np.mean([correct[i] for i in idx])), float(np.mean(top3))))
 
     final = EmbeddingEngine(catalog, encoder=untrained.encoder)
     final.emb_cache = cache
