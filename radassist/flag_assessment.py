@@ -60,7 +60,7 @@ _MILD = re.compile(r"\bmild|hives|urticari|\brash|itch|prurit|flush|sneez|nausea
                    r"minor|few\s+welts|skin\s+reaction", _I)
 _GAD = re.compile(r"gad(?:olinium|o\w*)?\b|\bgbca|mri?\s+contrast|mr\s+contrast|gadavist|dotarem|magnevist|"
                   r"multihance|prohance|eovist|clariscan|omniscan", _I)
-_IODINATED = re.compile(r"iodin|\bct\s+contrast|\biv\s+contrast|omnipaque|iohexol|isovue|iopamidol|"
+_IODINATED = re.compile(r"iodin|\bct\s+contra?st|contrst|\biv\s+contrast|omnipaque|iohexol|isovue|iopamidol|"
                         r"visipaque|iodixanol|optiray|ultravist|\bdye\b|cat\s+scan", _I)
 _ALLERGY_RESOLVED = re.compile(
     r"clarif|was\s+told|actually|not\s+(?:a\s+)?(?:true|real)\s+allerg|de-?label|"
@@ -73,7 +73,7 @@ _PREMED = re.compile(r"pre-?\s?med|premedicat|steroid\s+(?:prep|cover|protocol)|
                      r"prednisone\s+\d+\s*mg|antihistamine\s+cover|accelerated\s+premed", _I)
 
 
-_NEG_BEFORE = re.compile(r"(?:\bno|\bnot|\bnil|\bwithout|\bdenie[sd]|\bdeny|\bnever|\bw/o|\bnon)[\s-]+(?:\w+[\s-]+){0,2}$", _I)
+_NEG_BEFORE = re.compile(r"(?:\bno|\bnot|\bnil|\bwithout|\bdenie[sd]|\bdeny|\bnever|\bw/o|\bnon)[\s-]+(?:[\w/]+[\s-]+){0,3}$", _I)
 
 
 def _affirmed(pattern: re.Pattern, text: str) -> bool:
@@ -85,7 +85,9 @@ def _contrast_allergy(text: str, flag: SafetyFlag) -> SafetyFlag:
     ctx = _context(text, flag.start, flag.end)
     near = _window(text, flag.start, flag.end, 60, 140)
     mild_only = re.search(r"(?:hives|rash|itch\w*|urticaria|nausea|flushing)\s+only|only\s+(?:mild|hives|a\s+rash|rash|itch)", near)
-    if _affirmed(_SEVERE, near) and not mild_only:
+    explicit_moderate = re.search(r"\bmoderate\b", near) and not re.search(
+        r"anaphyla|intubat|adrenaline|epinephrine|\bepi\b|icu", near)
+    if _affirmed(_SEVERE, near) and not mild_only and not explicit_moderate:
         severity = "severe"
     elif _affirmed(_MODERATE, near) and not mild_only:
         severity = "moderate"
@@ -127,6 +129,10 @@ _DIALYSIS_PLANNED = re.compile(r"dialysis\s+(?:is\s+)?(?:scheduled|planned|booke
                                r"nephrology\s+(?:aware|agrees|ok)", _I)
 
 
+_ON_DIALYSIS = re.compile(r"\b(?:on\s+|maintenance\s+)?(?:ha?emo|peritoneal\s+)?dialysis\b(?!\s+(?:planned|considered|"
+                          r"discussed|may|might|if))|\b(?:MHD|CAPD|APD|CCPD)\b|\bon\s+(?:HD|PD)\b|\bHD\s+(?:via|MWF|TTS)", _I)
+
+
 def ckd_epi_2021(creatinine_mg_dl: float, age: int, sex: str) -> float:
     """eGFR (mL/min/1.73 m2), CKD-EPI 2021 race-free creatinine equation."""
     female = sex == "F"
@@ -165,7 +171,7 @@ def _renal(text: str, flag: SafetyFlag, policy, age: int | None, sex: str) -> Sa
     ev = flag.evidence.lower()
     ctx = _context(text, flag.start, flag.end)
     note = ""
-    if _DIALYSIS.search(ev):
+    if _DIALYSIS.search(ev) or _affirmed(_ON_DIALYSIS, text):
         severity = "dialysis"
     elif _AKI.search(ev) or re.search(r"renal\s+failure|kidney\s+failure", ev):
         severity = "aki" if _AKI.search(ev) else "impaired"
@@ -184,7 +190,7 @@ def _renal(text: str, flag: SafetyFlag, policy, age: int | None, sex: str) -> Sa
                 severity = "impaired" if est < policy.egfr_impaired_below else (
                     "caution" if est < policy.egfr_caution_below else "normal")
     status = "active"
-    if _RENAL_RESOLVED.search(ctx):
+    if _affirmed(_RENAL_RESOLVED, ctx):
         status = "resolved"
     elif severity in ("aki",) and _UNCERTAIN.search(_window(text, flag.start, flag.end, 12, 0)):
         status = "uncertain"
@@ -259,6 +265,10 @@ def _implant(text: str, flag: SafetyFlag) -> SafetyFlag:
         severity, status = "unknown", "uncertain"
     if _IMPLANT_RESOLVED.search(ctx) and not re.search(r"not\s+(?:been\s+)?removed", ctx):
         status = "resolved"
+    if re.search(r"no\s+device\s+(?:was\s+)?(?:fitted|implanted|inserted|placed|in\s+situ)|"
+                 r"(?:advised|considered|offered|recommended|discussed)\s+but\s+(?:\w+\s+){0,3}"
+                 r"(?:declined|refused|not\s+(?:needed|fitted|implanted|done))|never\s+(?:fitted|implanted)", ctx):
+        status = "resolved"  # the device was never put in
     handled = ""
     if _IMPLANT_CLEARED.search(ctx) and not _UNKNOWN_IMPLANT.search(near):
         handled = _IMPLANT_CLEARED.search(ctx).group(0)
@@ -270,7 +280,9 @@ _PREG_UNCERTAIN = re.compile(r"\?\s*preg|possib\w*\s+(?:early\s+)?preg|may\s+be\
                              r"r/o\s+preg|rule\s+out\s+preg|preg\w*\s+(?:status\s+)?(?:unknown|unclear|not\s+known)|"
                              r"(?:hcg|upt|pregnancy\s+test)\s+(?:pending|awaited|awaiting|not\s+(?:yet\s+)?done)|"
                              r"awaiting\s+(?:b-?\s?)?(?:hcg|upt|pregnancy\s+test)|lmp\s+(?:unknown|unsure|late)|"
-                             r"period\s+(?:is\s+)?late|missed\s+period", _I)
+                             r"period\s+(?:is\s+)?late|missed\s+(?:a\s+)?period|preg\w*\s+not\s+(?:been\s+)?"
+                             r"(?:excluded|ruled\s+out)|(?:b(?:eta)?[\s-]?)?hcg\s+(?:awaited|not\s+(?:yet\s+)?(?:done|sent|back))|"
+                             r"preg\w*\s+status\s+(?:is\s+)?(?:unknown|unclear|not\s+known)|awaiting\s+(?:a\s+)?preg\w*\s+test", _I)
 _ANTIPLATELET = re.compile(r"clopidogrel|plavix|prasugrel|effient|ticagrelor|brilinta|ticlopidine|cilostazol|"
                            r"dipyridamole|aggrenox|aspirin|\basa\b|dapt|antiplatelet|ecosprin|disprin", _I)
 _ANTICOAGULANT = re.compile(r"warfarin|coumadin|jantoven|apixaban|eliquis|rivaroxaban|xarelto|dabigatran|pradaxa|"
@@ -282,9 +294,16 @@ _CLAUSTRO_SEVERE = re.compile(r"fail|abort|unable|could\s*n[o']t|couldn't|refus|
                               r"walked\s+out|stopped\s+(?:the\s+)?scan", _I)
 
 
+_PREG_HISTORICAL = re.compile(r"\bwas\s+pregnant|\bdelivered\b|\bpost-?partum\b|\bgave\s+birth|\blast\s+year\b|"
+                              r"\bprevious(?:ly)?\s+pregnan|\bmiscarri", _I)
+
+
 def _pregnancy(text: str, flag: SafetyFlag) -> SafetyFlag:
     near = _window(text, flag.start, flag.end, 30, 40)
+    ctx = _context(text, flag.start, flag.end, after_sentences=0)
     status = "uncertain" if _PREG_UNCERTAIN.search(near) or flag.evidence.strip().startswith("?") else "active"
+    if status == "active" and _PREG_HISTORICAL.search(ctx) and not re.search(r"\bcurrently\b|\bnow\s+\d", ctx):
+        status = "historical"
     return replace(flag, severity="any", status=status)
 
 
@@ -315,9 +334,9 @@ def _affirmed_term(text: str, m: re.Match, kind: str) -> bool:
 def _anticoagulation(text: str, flag: SafetyFlag, policy=None) -> SafetyFlag:
     low = text.lower()
     lex = getattr(policy, "lexicon", {}) or {}
-    has_ap = bool(_ANTIPLATELET.search(low)) or any(
+    has_ap = _affirmed(_ANTIPLATELET, low) or any(
         _affirmed_term(text, m, "med") for m in _lexicon_hits(text, lex.get("antiplatelet")))
-    has_ac = bool(_ANTICOAGULANT.search(low)) or any(
+    has_ac = _affirmed(_ANTICOAGULANT, low) or any(
         _affirmed_term(text, m, "med") for m in _lexicon_hits(text, lex.get("anticoagulant")))
     kind = "both" if has_ap and has_ac else ("antiplatelet" if has_ap and not has_ac else "anticoagulant")
     if _ANTIPLATELET.search(flag.evidence) and not has_ac:
@@ -355,6 +374,91 @@ def _site_lexicon_flags(text: str, present: set[str], policy) -> list[SafetyFlag
     return out
 
 
+_MED_STOPPED = re.compile(r"^[^.;\n]{0,45}?\b(?:stopped|discontinued|ceased|completed|finished|d/c'?d|"
+                          r"no\s+longer\s+(?:on|taking))\b", _I)
+_OTHER_PERSON = re.compile(r"\b(?:husband|wife|mother|mum|father|dad|son|daughter|brother|sister|partner|"
+                           r"relative|carer|caregiver|spouse)(?:'s)?\s+(?:is|was|has|had|gets|got)?\s*(?:\w+\s+){0,2}$", _I)
+
+
+def _refine_status(text: str, flag: SafetyFlag) -> SafetyFlag:
+    """A medication "course completed and stopped", "(aspirin) stopped 1 month back": no longer taken."""
+    if flag.type in ("anticoagulation", "metformin") and flag.start >= 0 and flag.status == "active":
+        if _MED_STOPPED.search(text[flag.end:]) and not re.search(
+                r"^[^.;\n]{0,45}?\b(?:restart|resume|re-?start)", text[flag.end:], _I):
+            return replace(flag, status="historical")
+    return flag
+
+
+def _about_someone_else(text: str, flag: SafetyFlag) -> bool:
+    """ "Her husband is claustrophobic": a finding about another person."""
+    if flag.start < 0:
+        return False
+    before = text[max(0, flag.start - 40):flag.start]
+    before = before[max(before.rfind("."), before.rfind(";")) + 1:]
+    return bool(_OTHER_PERSON.search(before))
+
+
+_AGENT = (r"(?:contrast|contrst|dye|iodine|iodinated|omnipaque|iohexol|isovue|visipaque|optiray|ultravist|"
+          r"gadolinium|gad|gadavist|dotarem|magnevist|multihance|prohance|eovist|clariscan|omniscan)")
+_REACTION_WORDS = (r"(?:anaph?[ae]la\w*|allerg\w*|alerg\w*|hives|urticari\w*|rash|itch\w*|wheez\w*|swelling|"
+                   r"reaction|rxn|nausea|vomit\w*|hypotensi\w*|sob|shortness\s+of\s+breath|stridor|angio-?o?edema)")
+_SUPP_CONTRAST = re.compile(
+    rf"\b{_REACTION_WORDS}\b[^.;\n]{{0,60}}?\b(?:after|with|to|from|post|following)\s+(?:\w+\s+){{0,2}}{_AGENT}\b|"
+    rf"\b(?:ct\s+|iv\s+|mri?\s+)?{_AGENT}\s*(?:->|→|:|-|caused|gave|led\s+to)\s*(?:\w+\s+){{0,3}}{_REACTION_WORDS}\b|"
+    rf"\b(?:alerg\w*|allerg\w*)\s+(?:to\s+)?(?:\w+\s+){{0,2}}{_AGENT}\b", _I)
+_SUPP_PREGNANCY = re.compile(
+    r"(?<![\w+])\+\s*(?:upt|b-?hcg|beta[\s-]?hcg|hcg|pregnancy\s+test|preg\s+test)\b|"
+    r"\b(?:upt|b-?hcg|hcg)\s*\+(?![\w+])|"
+    r"\b\d{1,2}\s*(?:wks?|weeks?)\s+preg\b|\b(?:G\d{1,2}\s*P\d{1,2}|gravida\s+\d{1,2}(?:\s+para\s+\d{1,2})?)"
+    r"[^.;\n]{0,25}?\b(?:at|currently|now)\s+\d{1,2}\s*(?:wks?|weeks?)\b", _I)
+_SUPP_IMPLANT = re.compile(r"never\s+had\s+(?:\w+\s+){0,2}orbits?\s+(?:screened|x-?rayed|cleared|checked)|"
+                           r"orbits?\s+never\s+(?:screened|cleared|x-?rayed)", _I)
+_SUPP_CLAUSTRO = re.compile(r"\b(?:anxious|nervous|uneasy)\s+(?:in|about|with|inside)\s+(?:small\s+|enclosed\s+|confined\s+|"
+                            r"tight\s+|closed\s+){1,2}(?:spaces?|rooms?|scanners?)", _I)
+
+
+def _supplementary_flags(text: str, present: set[str]) -> list[SafetyFlag]:
+    """Phrasings the checker's patterns miss (typos, arrows, obstetric shorthand, uncertainty)."""
+    out = []
+    if not text:
+        return out
+
+    def add(ftype, m, **kw):
+        s, e = m.start(), m.end()
+        out.append(SafetyFlag(ftype, text[s:e], s, e, **kw))
+        present.add(ftype)
+
+    if "contrast-allergy" not in present:
+        for m in _SUPP_CONTRAST.finditer(text):
+            if not _NEG_BEFORE.search(text[max(0, m.start() - 25):m.start()]) and not re.search(
+                    r"\b(?:no|none|nil|never|denies|denied|negative)\b", text[m.start():m.end()], _I) and not re.match(
+                    r"\s*[:=-]?\s*(?:none|nil|no|negative|denied)\b", text[m.end():], _I):
+                add("contrast-allergy", m)
+                out[-1] = _contrast_allergy(text, out[-1])
+                break
+    if "pregnancy" not in present:
+        m = _SUPP_PREGNANCY.search(text)
+        if m:
+            add("pregnancy", m, severity="any")
+        else:
+            m = _PREG_UNCERTAIN.search(text)
+            if m:
+                add("pregnancy", m, severity="any", status="uncertain")
+    if "mri-unsafe-implant" not in present:
+        m = _SUPP_IMPLANT.search(text)
+        if m:
+            add("mri-unsafe-implant", m, severity="unknown", status="uncertain")
+    if "claustrophobia" not in present:
+        m = _SUPP_CLAUSTRO.search(text)
+        if m and not _NEG_BEFORE.search(text[max(0, m.start() - 25):m.start()]):
+            add("claustrophobia", m, severity="mild")
+    if "renal-impairment" not in present:
+        m = _ON_DIALYSIS.search(text)
+        if m and not _NEG_BEFORE.search(text[max(0, m.start() - 25):m.start()]):
+            add("renal-impairment", m, severity="dialysis")
+    return out
+
+
 # --- entry points -----------------------------------------------------------------------------------
 def assess(text: str, flags: list[SafetyFlag], policy=None, age: int | None = None, sex: str = "U") -> list[SafetyFlag]:
     """Add severity, status, kind, handled and notes to flags from ``check_notes(text)``; add the
@@ -387,11 +491,21 @@ def assess(text: str, flags: list[SafetyFlag], policy=None, age: int | None = No
         if caution is not None:
             out.append(caution)
     if "mri-unsafe-implant" not in types and text:
-        m = _UNKNOWN_IMPLANT.search(text)
-        if m and not _IMPLANT_CLEARED.search(_context(text, m.start(), m.end())):
+        for m in _UNKNOWN_IMPLANT.finditer(text):
+            if _NEG_BEFORE.search(text[max(0, m.start() - 25):m.start()]) or re.search(
+                    r"^\W{0,3}(?:\w+\W+){0,3}(?:removed|extracted|explanted)", text[m.end():m.end() + 40], _I):
+                continue
+            ctx = _context(text, m.start(), m.end())
+            cleared = _IMPLANT_CLEARED.search(ctx)
+            if cleared and not _NEG_BEFORE.search(ctx[max(0, cleared.start() - 12):cleared.start()] + " "):
+                continue
             s, e = m.start(), m.end()
             out.append(SafetyFlag("mri-unsafe-implant", text[s:e], s, e, "unknown", "uncertain"))
+            break
+    out += _supplementary_flags(text, {f.type for f in out})
     out += _site_lexicon_flags(text, {f.type for f in out}, policy)
+    out = [_refine_status(text, f) for f in out]
+    out = [f for f in out if not _about_someone_else(text, f)]
     from radassist.domain import FLAG_TYPES
 
     rank = {t: i for i, t in enumerate(FLAG_TYPES)}

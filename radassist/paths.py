@@ -26,6 +26,13 @@ def cache_dir() -> Path:
     return path
 
 
+def trained_models_dir() -> Path:
+    """Where training runs write their models: the user's data folder, never the install (read-only)."""
+    path = Path(os.environ.get("RADASSIST_TRAINED_DIR") or data_dir() / "models")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def default_db_path() -> Path:
     return data_dir() / "radassist.db"
 

@@ -147,3 +147,9 @@ def test_flags_serialise_with_severity_and_status(policy):
     from radassist.domain import SafetyFlag
 
     assert SafetyFlag.from_json(f.to_store()) == f
+
+
+def test_plus_sign_pregnancy_test_is_active(policy):
+    f = flags("G2P1, +UPT at home, spotting", policy)["pregnancy"]
+    assert f.status == "active"
+    assert "pregnancy" not in flags("UPT negative x2", policy)

@@ -44,7 +44,7 @@ from radassist.engines.llm import (
     fit_temperature,
     normalize,
 )
-from radassist.paths import ADAPTERS_DIR
+from radassist.paths import trained_models_dir
 
 ProgressFn = Callable[[dict], None]
 LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -314,7 +314,7 @@ def train(
     d_hash = data_hash(train_examples)
     short = hashlib.sha256((d_hash + json.dumps(asdict(config), default=str)).encode()).hexdigest()[:7]
     version = f"llm-{now:%Y%m%d-%H%M%S}-{short}"
-    out_dir = Path(out_dir or ADAPTERS_DIR)
+    out_dir = Path(out_dir or trained_models_dir() / "adapters")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_dir))
     try:
@@ -485,7 +485,7 @@ def _add(parser: argparse.ArgumentParser, *flags, **kwargs) -> None:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """LLM training options for `radassist train --engine llm` (defaults from QLoRAConfig)."""
     d = QLoRAConfig()
-    _add(parser, "--out", metavar="DIR", default=None, help=f"adapters folder (default {ADAPTERS_DIR})")
+    _add(parser, "--out", metavar="DIR", default=None, help="adapters folder (default: the user's data folder, models/adapters)")
     _add(parser, "--json-progress", action="store_true", help="print one JSON object per step to stdout")
     _add(parser, "--base-model", default=d.base_model, metavar="DIR",
          help="HF model folder (default: models/meditron-7b if present, else bundled SmolLM2)")

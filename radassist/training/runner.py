@@ -11,9 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from radassist.domain import LabelledOrder, Protocol
-from radassist.paths import MODELS_DIR
-
-EMBEDDING_OUT = MODELS_DIR / "embedding"
+from radassist.paths import trained_models_dir
 
 
 def emit(event: dict, json_progress: bool) -> None:
@@ -38,7 +36,7 @@ def train_embedding(train: Sequence[LabelledOrder], catalog: Sequence[Protocol],
     metrics = engine.fit(train, warm_start=start_from is not None, epochs=100 if start_from else 200,
                          lr=0.005 if start_from else 0.01)
     version = f"embedding-{engine.version}"
-    path = Path(out_dir or EMBEDDING_OUT) / version
+    path = Path(out_dir or trained_models_dir() / "embedding") / version
     engine.save_head(path, extra={"train_size": len(train), "metrics": metrics, **(extra_card or {})})
     if progress:
         progress({"step": 1, "total": 1, "loss": metrics["val_loss"], "lr": 0.01, "eta_s": 0})
