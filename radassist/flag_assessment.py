@@ -65,7 +65,8 @@ _IODINATED = re.compile(r"iodin|\bct\s+contra?st|contrst|\biv\s+contrast|omnipaq
 _ALLERGY_RESOLVED = re.compile(
     r"clarif|was\s+told|actually|not\s+(?:a\s+)?(?:true|real)\s+allerg|de-?label|"
     r"(?:betadine|povidone|antiseptic|chlorhexidine|skin\s+prep|iodine\s+(?:prep|swab|paint|solution|tincture)|"
-    r"shellfish|seafood|prawn|shrimp)|"
+    r"shellfish|seafood|prawn|shrimp|lobster|crab|fish)|vasovagal|not\s+(?:an?\s+)?allerg|not\s+allergic|"
+    r"no\s+(?:\w+\s+){0,2}(?:rxn|reaction)s?\s+(?:hx|history)|"
     r"tolerated\s+(?:\w+\s+){0,3}(?:contrast|ct|cect)|uneventful|without\s+(?:any\s+)?(?:issue|problem|reaction)|"
     r"no\s+reaction\s+(?:to|with|since|after)|since\s+(?:had|received)\s+(?:\w+\s+){0,3}contrast|"
     r"had\s+(?:\w+\s+){0,3}contrast\s+(?:\w+\s+){0,4}(?:since|fine|without)", _I)
@@ -99,6 +100,8 @@ def _contrast_allergy(text: str, flag: SafetyFlag) -> SafetyFlag:
     kind = "gadolinium" if _GAD.search(ev) or (_GAD.search(near) and not _IODINATED.search(ev)) else (
         "iodinated" if _IODINATED.search(near) or "contrast" in ev else "unknown")
     status = "resolved" if _ALLERGY_RESOLVED.search(ctx) else "active"
+    if re.search(r"treat(?:ing|ed)?\s+(?:it\s+)?as\s+(?:a\s+)?mild", ctx):
+        severity = "mild"
     handled = ""
     m = _PREMED.search(text)
     if m and status == "active":
@@ -198,6 +201,12 @@ def _renal(text: str, flag: SafetyFlag, policy, age: int | None, sex: str) -> Sa
         egfr = _last_egfr(text[flag.end:])
         if egfr is not None and egfr[0] >= 60:
             status = "resolved"
+    if severity in ("aki", "impaired") and status == "active":
+        for m in re.finditer(r"(?:now|today|improved\s+to|down\s+to|back\s+to)\s+(?:cr\s*|creat\w*\s*)?"
+                             r"(\d{1,3}(?:\.\d{1,2})?)\b", ctx):
+            value = float(m.group(1))
+            if value <= 1.2 or 40 <= value <= 110:  # mg/dL or umol/L back in the normal range
+                status = "resolved"
     if severity == "normal":
         status, severity = "resolved", "caution"
     handled = ""
@@ -272,7 +281,21 @@ def _implant(text: str, flag: SafetyFlag) -> SafetyFlag:
     handled = ""
     if _IMPLANT_CLEARED.search(ctx) and not _UNKNOWN_IMPLANT.search(near):
         handled = _IMPLANT_CLEARED.search(ctx).group(0)
+    m = _SAFETY_CLEARED.search(ctx)
+    if m and not _NEG_BEFORE.search(ctx[max(0, m.start() - 15):m.start()]) and not re.search(
+            r"not\s+(?:been\s+|yet\s+)?(?:cleared|allowed|approved)|declin|refus", m.group(0)):
+        handled = m.group(0)
+    if _NOT_IMPLANTED.search(ctx):
+        status, handled = "resolved", ""
     return replace(flag, severity=severity, status=status, handled=handled)
+
+
+_SAFETY_CLEARED = re.compile(r"(?:mri?|mr)\s+safety[^.;\n]{0,80}?(?:cleared|allowed|approved|ok(?:ay)?\b|passed)|"
+                             r"(?:cleared|allowed|approved)\s+(?:for|by)\s+(?:mri?\b|mr\b|scanning|the\s+scan)", _I)
+_NOT_IMPLANTED = re.compile(r"not\s+(?:yet\s+)?implanted|not\s+implanted\s+yet|(?:implant|device|pacemaker|scs)\s+"
+                            r"candida|candidate\s+(?:for\s+)?(?:a\s+)?(?:cochlear|pacemaker|implant|device|scs)|"
+                            r"before\s+(?:deciding\s+(?:on\s+)?|starting\s+|the\s+|an?\s+)?(?:pacemaker|scs|implant|"
+                            r"device|stimulator)(?:\s+trial)?|(?:scs|stimulator)\s+trial\s+planned", _I)
 
 
 # --- pregnancy, anticoagulation, claustrophobia -----------------------------------------------------
@@ -344,13 +367,21 @@ def _anticoagulation(text: str, flag: SafetyFlag, policy=None) -> SafetyFlag:
     return replace(flag, severity="any", kind=kind)
 
 
+_CLAUSTRO_MILD = re.compile(r"\bmild|slight|a\s+bit|manag\w*\s+with|ok\s+with|fine\s+with|tolerat\w*\s+with|"
+                            r"willing|happy\s+to|not\s+(?:too\s+|very\s+)?sever|scanned\s+fine|no\s+failed|never\s+failed", _I)
+_CLAUSTRO_HANDLED = re.compile(r"(?:accepts?|agreed\s+to|under|with|for)\s+(?:a\s+)?(?:ga|general\s+an(?:a)?esth\w*)\b|"
+                               r"(?:ga|general\s+an(?:a)?esth\w*|sedation|anaesthetics?|anesthesia)\s+"
+                               r"(?:is\s+)?(?:arranged|booked|planned|organi[sz]ed|in\s+place)|open\s+(?:bore\s+)?mri\s+(?:booked|arranged)", _I)
+
+
 def _claustrophobia(text: str, flag: SafetyFlag) -> SafetyFlag:
     ctx = _context(text, flag.start, flag.end)
-    severe = bool(_CLAUSTRO_SEVERE.search(ctx))
-    if re.search(r"\bmild|slight|manag\w*\s+with|ok\s+with|fine\s+with|tolerat\w*\s+with", ctx) and not re.search(
-            r"fail|abort|refus|declin|despite", ctx):
+    severe = _affirmed(_CLAUSTRO_SEVERE, ctx)
+    if _CLAUSTRO_MILD.search(ctx) and not _affirmed(re.compile(r"fail|abort|refus|declin|despite", _I), ctx):
         severe = False
-    return replace(flag, severity="severe" if severe else "mild")
+    m = _CLAUSTRO_HANDLED.search(ctx)
+    handled = m.group(0) if m else ""
+    return replace(flag, severity="severe" if severe else "mild", handled=handled)
 
 
 def _site_lexicon_flags(text: str, present: set[str], policy) -> list[SafetyFlag]:
@@ -387,6 +418,13 @@ def _refine_status(text: str, flag: SafetyFlag) -> SafetyFlag:
                 r"^[^.;\n]{0,45}?\b(?:restart|resume|re-?start)", text[flag.end:], _I):
             return replace(flag, status="historical")
     return flag
+
+
+def _answered_no(text: str, flag: SafetyFlag) -> bool:
+    """ "Anaphylaxis to contrast? No - mum had a reaction", "gadolinium reaction? none known"."""
+    if flag.start < 0:
+        return False
+    return bool(re.match(r"\s*\?+\s*(?:no|none|nil|negative|never|denies)\b", text[flag.end:flag.end + 20], _I))
 
 
 def _about_someone_else(text: str, flag: SafetyFlag) -> bool:
@@ -505,7 +543,7 @@ def assess(text: str, flags: list[SafetyFlag], policy=None, age: int | None = No
     out += _supplementary_flags(text, {f.type for f in out})
     out += _site_lexicon_flags(text, {f.type for f in out}, policy)
     out = [_refine_status(text, f) for f in out]
-    out = [f for f in out if not _about_someone_else(text, f)]
+    out = [f for f in out if not _about_someone_else(text, f) and not _answered_no(text, f)]
     from radassist.domain import FLAG_TYPES
 
     rank = {t: i for i, t in enumerate(FLAG_TYPES)}

@@ -59,6 +59,13 @@ def why_phrases(notes: str, protocol: Protocol, limit: int = 2) -> tuple[str, ..
     return tuple(c for _, _, c in scored[:limit])
 
 
+_NEGATED = re.compile(r"(?:\bno|\bnot|\bwithout|\bnil|\bnegative\s+for|\bclear\s+of)[\s-]+(?:[\w/]+[\s-]+){0,2}$", re.I)
+
+
+def _affirmed_match(pattern: re.Pattern, text: str) -> bool:
+    return any(not _NEGATED.search(text[max(0, m.start() - 25):m.start()]) for m in pattern.finditer(text))
+
+
 def _generic_alternatives(protocol: Protocol, flag_type: str, catalog: Sequence[Protocol]) -> list[str]:
     """Same body region, another modality or no contrast: for protocols the alternatives table lacks."""
     out = []
@@ -95,6 +102,11 @@ def steer(probs: np.ndarray, catalog: Sequence[Protocol], flags: Sequence[Safety
             continue
         alts: list[str] = []
         for ftype in conflicts[j]:
+            unless = policy.alternative_unless.get((p.code, ftype))
+            if unless is not None and _affirmed_match(unless, order.clinical_notes or ""):
+                continue  # the notes say the alternative cannot answer here (e.g. V/Q with consolidation)
+            if (p.code, ftype) in policy.no_alternative:
+                continue
             alts += list(policy.alternatives.get((p.code, ftype), ())) or _generic_alternatives(p, ftype, catalog)
         targets = [index[c] for c in dict.fromkeys(alts)
                    if c in index and allowed[index[c]] and not conflicts[index[c]]]

@@ -6,8 +6,10 @@ Three files under ``resources/knowledge/`` (a site points ``RADASSIST_KNOWLEDGE_
   type steer the ranking and ask for acknowledgement, and the conflict rules (flag type x protocol
   modality / contrast agent);
 - ``safe_alternatives.csv``: for a protocol and a flag type, the protocols that answer the same
-  clinical question without the conflict (``code,flag,alternatives,note``, alternatives separated
-  by ``;``);
+  clinical question without the conflict (``code,flag,alternatives,unless,note``, alternatives
+  separated by ``;``; ``-`` says no alternative answers, so the protocol stays with its conflict
+  marked; ``unless`` is a regular expression over the notes that makes the alternatives unsuitable,
+  e.g. consolidation on the chest film for a V/Q scan);
 - ``eligibility.csv``: protocols limited to one sex or an age range (``code,sex,min_age,max_age,note``).
 
 ``load_policy(catalog)`` reads and validates them: a malformed file raises ``PolicyError`` naming the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -99,6 +102,9 @@ class SafetyPolicy:
     steering: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)
     conflicts: list[ConflictRule] = field(default_factory=list)
     alternatives: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    no_alternative: set[tuple[str, str]] = field(default_factory=set)  # rows with "-": proceed, acknowledge
+    # notes that make the alternative unsuitable ("consolidation" makes a V/Q non-diagnostic)
+    alternative_unless: dict[tuple[str, str], "re.Pattern"] = field(default_factory=dict)
     eligibility: dict[str, Eligibility] = field(default_factory=dict)
     steer_only_with_alternative: bool = True
     conflict_weight: float = 0.03
@@ -223,6 +229,11 @@ def load_policy(catalog: Sequence[Protocol] | None = None, folder: str | Path | 
             where = f"{alt_path.name}:{line}"
             code, flag = (row["code"] or "").strip(), (row["flag"] or "").strip()
             alts = tuple(a.strip() for a in (row["alternatives"] or "").split(";") if a.strip())
+            if alts == ("-",):  # "no safe alternative": keep the protocol, only mark the conflict
+                if flag not in FLAG_TYPES:
+                    raise PolicyError(f"{where}: flag: unknown flag type {flag!r}")
+                policy.no_alternative.add((code, flag))
+                continue
             if flag not in FLAG_TYPES:
                 raise PolicyError(f"{where}: flag: unknown flag type {flag!r}")
             if not code or not alts:
@@ -237,6 +248,12 @@ def load_policy(catalog: Sequence[Protocol] | None = None, folder: str | Path | 
                     alts = tuple(a for a in alts if a in codes)
             if alts:
                 policy.alternatives[(code, flag)] = alts
+            unless = (row.get("unless") or "").strip()
+            if unless:
+                try:
+                    policy.alternative_unless[(code, flag)] = re.compile(unless, re.IGNORECASE)
+                except re.error as exc:
+                    raise PolicyError(f"{where}: unless: not a valid regular expression ({exc})") from None
 
     elig_path = folder / "eligibility.csv"
     if elig_path.exists():

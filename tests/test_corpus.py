@@ -73,3 +73,29 @@ def test_no_dev_note_copied_or_paraphrased(corpus):
         for s4, acc in corpus_4:
             # no close paraphrase: a corpus note holding half of a dev note's 4-word phrases
             assert len(d4 & s4) / len(d4) < 0.5, (acc, note)
+
+
+def test_flag_steering_never_moves_a_correct_label_away(corpus):
+    """Oracle check of the site policy: if the model ranked each order's labelled protocol first,
+    steering by the flags found in its notes keeps an acceptable protocol on top."""
+    import numpy as np
+
+    from radassist.flag_assessment import assess_order
+    from radassist.ranking import steer
+    from radassist.safety_policy import load_policy
+
+    catalog = default_catalog()
+    policy = load_policy(catalog)
+    index = {p.code: i for i, p in enumerate(catalog)}
+    steered = moved = 0
+    for e in corpus:
+        flags = assess_order(e.order, policy)
+        if not any(policy.steers(f) for f in flags):
+            continue
+        steered += 1
+        p = np.full(len(catalog), 1e-4)
+        p[index[e.code]] = 0.9
+        q, _ = steer(p / p.sum(), catalog, flags, e.order, policy)
+        moved += catalog[int(q.argmax())].code not in e.acceptable
+    assert steered >= 300
+    assert moved <= 0.005 * steered, moved

@@ -22,9 +22,22 @@ _TOKEN = re.compile(r"[a-z0-9]+(?:/[a-z0-9]+)?")
 DIM = 2 ** 15
 
 
-def _features(text: str) -> Counter:
+def _demographics(order: Order) -> list[str]:
+    """Age band and sex as tokens: a child's abdominal pain is not an adult's."""
+    out = []
+    if order.age is not None:
+        out.append("__age_infant__" if order.age < 2 else "__age_child__" if order.age < 18 else
+                   "__age_elderly__" if order.age >= 65 else "__age_adult__")
+        if order.age < 18:
+            out.append("__age_under18__")
+    if order.sex in ("F", "M"):
+        out.append(f"__sex_{order.sex}__")
+    return out
+
+
+def _features(text: str, extra: Sequence[str] = ()) -> Counter:
     words = _TOKEN.findall(text.lower())
-    grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+    grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])] + list(extra)
     return Counter(zlib.crc32(g.encode()) % DIM for g in grams)
 
 
@@ -32,7 +45,7 @@ def featurize(orders: Sequence[Order]) -> torch.Tensor:
     """Sparse [n, DIM] matrix of L2-normalised hashed counts of each order's model text."""
     rows, cols, vals = [], [], []
     for i, order in enumerate(orders):
-        counts = _features(order.model_text())
+        counts = _features(order.model_text(), _demographics(order))
         norm = sum(v * v for v in counts.values()) ** 0.5 or 1.0
         for k, v in counts.items():
             rows.append(i)
