@@ -66,6 +66,11 @@ def _affirmed_match(pattern: re.Pattern, text: str) -> bool:
     return any(not _NEGATED.search(text[max(0, m.start() - 25):m.start()]) for m in pattern.finditer(text))
 
 
+def _row_applies(policy: SafetyPolicy, code: str, key: str, notes: str) -> bool:
+    only_if = policy.alternative_only_if.get((code, key))
+    return only_if is None or _affirmed_match(only_if, notes)
+
+
 def _generic_alternatives(protocol: Protocol, flag_type: str, catalog: Sequence[Protocol]) -> list[str]:
     """Same body region, another modality or no contrast: for protocols the alternatives table lacks."""
     out = []
@@ -77,7 +82,7 @@ def _generic_alternatives(protocol: Protocol, flag_type: str, catalog: Sequence[
         elif flag_type in ("contrast-allergy", "renal-impairment") and p.modality == protocol.modality \
                 and protocol_agent(p) == "none":
             out.append(p.code)
-        elif flag_type == "pregnancy" and p.modality in ("US", "MR"):
+        elif flag_type in ("pregnancy", "child") and p.modality in ("US", "MR"):
             out.append(p.code)
     return out
 
@@ -93,23 +98,27 @@ def steer(probs: np.ndarray, catalog: Sequence[Protocol], flags: Sequence[Safety
     probs = probs / total if total > 0 else np.where(allowed, 1.0 / max(allowed.sum(), 1), 0.0)
     current = [f for f in flags if policy.steers(f)]
     conflicts = [policy.conflicts_of(p, current) if current else () for p in catalog]
-    if not current or not any(conflicts):
+    notes = order.clinical_notes or ""
+    groups = policy.age_considerations(order.age)  # e.g. "child": US first where it answers
+    steer_keys = [c + tuple(g for g in groups if (p.code, g) in policy.alternatives
+                            and _row_applies(policy, p.code, g, notes)) for p, c in zip(catalog, conflicts)]
+    if not any(steer_keys):
         return probs, conflicts
     index = {p.code: j for j, p in enumerate(catalog)}
     moved = np.zeros_like(probs)
     for j, p in enumerate(catalog):
-        if not conflicts[j] or probs[j] <= 0:
+        if not steer_keys[j] or probs[j] <= 0:
             continue
         alts: list[str] = []
-        for ftype in conflicts[j]:
+        for ftype in steer_keys[j]:
             unless = policy.alternative_unless.get((p.code, ftype))
             if unless is not None and _affirmed_match(unless, order.clinical_notes or ""):
                 continue  # the notes say the alternative cannot answer here (e.g. V/Q with consolidation)
-            if (p.code, ftype) in policy.no_alternative:
+            if (p.code, ftype) in policy.no_alternative or not _row_applies(policy, p.code, ftype, notes):
                 continue
             alts += list(policy.alternatives.get((p.code, ftype), ())) or _generic_alternatives(p, ftype, catalog)
         targets = [index[c] for c in dict.fromkeys(alts)
-                   if c in index and allowed[index[c]] and not conflicts[index[c]]]
+                   if c in index and allowed[index[c]] and not steer_keys[index[c]]]
         if not targets:
             if policy.steer_only_with_alternative:
                 continue  # nothing safer answers the question: keep it, marked with its conflicts

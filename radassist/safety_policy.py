@@ -105,6 +105,10 @@ class SafetyPolicy:
     no_alternative: set[tuple[str, str]] = field(default_factory=set)  # rows with "-": proceed, acknowledge
     # notes that make the alternative unsuitable ("consolidation" makes a V/Q non-diagnostic)
     alternative_unless: dict[tuple[str, str], "re.Pattern"] = field(default_factory=dict)
+    # ... and notes that must be present for the row to apply (a child's RLQ pain, not every abdomen)
+    alternative_only_if: dict[tuple[str, str], "re.Pattern"] = field(default_factory=dict)
+    # patient groups that steer like a flag: {"child": 18} = under 18, ionising imaging where US answers
+    age_rules: dict[str, int] = field(default_factory=dict)
     eligibility: dict[str, Eligibility] = field(default_factory=dict)
     steer_only_with_alternative: bool = True
     conflict_weight: float = 0.03
@@ -129,6 +133,12 @@ class SafetyPolicy:
                    for r in self.conflicts):
                 out.append(flag.type)
         return tuple(out)
+
+    def age_considerations(self, age: int | None) -> tuple[str, ...]:
+        """Age rules that apply to this patient ("child")."""
+        if age is None:
+            return ()
+        return tuple(name for name, below in self.age_rules.items() if age < below)
 
     def allows(self, protocol: Protocol, sex: str, age: int | None) -> bool:
         rule = self.eligibility.get(protocol.code)
@@ -174,6 +184,14 @@ def parse_policy(data: dict, source: str = "safety_policy.json") -> SafetyPolicy
     if not 0 <= policy.conflict_weight < 1:
         raise PolicyError(f"{source}: conflict_weight must be in [0, 1)")
     policy.steer_only_with_alternative = bool(data.get("steer_only_with_alternative", True))
+    for i, rule in enumerate(data.get("age_rules", [])):
+        try:
+            name, below = str(rule["name"]), int(rule["below_age"])
+        except (KeyError, TypeError, ValueError):
+            raise PolicyError(f"{source}: age_rules[{i}] needs 'name' and a whole-number 'below_age'") from None
+        if name in FLAG_TYPES or not 0 < below <= 120:
+            raise PolicyError(f"{source}: age_rules[{i}]: name must not be a flag type; 0 < below_age <= 120")
+        policy.age_rules[name] = below
     lexicon = data.get("lexicon", {})
     if not isinstance(lexicon, dict):
         raise PolicyError(f"{source}: 'lexicon' must be an object of term lists")
@@ -229,12 +247,13 @@ def load_policy(catalog: Sequence[Protocol] | None = None, folder: str | Path | 
             where = f"{alt_path.name}:{line}"
             code, flag = (row["code"] or "").strip(), (row["flag"] or "").strip()
             alts = tuple(a.strip() for a in (row["alternatives"] or "").split(";") if a.strip())
+            known_keys = set(FLAG_TYPES) | set(policy.age_rules)
             if alts == ("-",):  # "no safe alternative": keep the protocol, only mark the conflict
-                if flag not in FLAG_TYPES:
+                if flag not in known_keys:
                     raise PolicyError(f"{where}: flag: unknown flag type {flag!r}")
                 policy.no_alternative.add((code, flag))
                 continue
-            if flag not in FLAG_TYPES:
+            if flag not in known_keys:
                 raise PolicyError(f"{where}: flag: unknown flag type {flag!r}")
             if not code or not alts:
                 raise PolicyError(f"{where}: code and alternatives are required")
@@ -248,12 +267,13 @@ def load_policy(catalog: Sequence[Protocol] | None = None, folder: str | Path | 
                     alts = tuple(a for a in alts if a in codes)
             if alts:
                 policy.alternatives[(code, flag)] = alts
-            unless = (row.get("unless") or "").strip()
-            if unless:
-                try:
-                    policy.alternative_unless[(code, flag)] = re.compile(unless, re.IGNORECASE)
-                except re.error as exc:
-                    raise PolicyError(f"{where}: unless: not a valid regular expression ({exc})") from None
+            for column, target in (("unless", policy.alternative_unless), ("only_if", policy.alternative_only_if)):
+                pattern = (row.get(column) or "").strip()
+                if pattern:
+                    try:
+                        target[(code, flag)] = re.compile(pattern, re.IGNORECASE)
+                    except re.error as exc:
+                        raise PolicyError(f"{where}: {column}: not a valid regular expression ({exc})") from None
 
     elig_path = folder / "eligibility.csv"
     if elig_path.exists():

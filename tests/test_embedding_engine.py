@@ -116,3 +116,25 @@ def test_warm_start_learns_new_examples_and_keeps_the_rest(trained, catalog, sen
     other = Order("K", "MRI KNEE", "twisting injury, locking, medial joint line tenderness", 30, "M", "ROUTINE")
     assert retrained.predict(probe).suggestions[0].code == "MR-LSPINE-WO"
     assert retrained.predict(other).suggestions[0].code == engine.predict(other).suggestions[0].code == "MR-KNEE-WO"
+
+
+def test_shipped_engine_suggests_protocols_added_after_training_and_asks_for_review(catalog, sentence_encoder):
+    """The shipped head (with its strong lexical part) still lets a site-added protocol win on its description."""
+    from radassist.engines.embedding import default_head_dir
+
+    extra = parse_catalog(
+        "code,name,modality,body_region,contrast,indications\n"
+        'MR-TMJ,MRI Temporomandibular Joints,MR,TMJ,none,"temporomandibular joint dysfunction; jaw clicking; '
+        'TMJ disc displacement; jaw locking with pain on chewing"\n'
+        'US-HIP-INFANT,US Infant Hips,US,Hip,none,"developmental dysplasia of the hip; breech baby; '
+        'hip click on newborn exam; Ortolani or Barlow positive"\n')
+    engine = EmbeddingEngine(list(catalog) + extra, head_dir=default_head_dir(), encoder=sentence_encoder)
+    orders = [Order("T1", "MRI TMJ", "Jaw clicking and locking, pain chewing, eval TMJ disc.", 34, "F"),
+              Order("T2", "US", "6 week old, breech delivery, hip click on newborn check, ?DDH", 0, "F"),
+              Order("T3", "US HIPS", "Barlow positive left hip at 8-week check", 0, "M")]
+    preds = engine.predict_batch(orders)
+    assert [p.suggestions[0].code for p in preds] == ["MR-TMJ", "US-HIP-INFANT", "US-HIP-INFANT"]
+    assert all(p.review and "after the model was trained" in p.review_reason for p in preds)
+    # ... and an ordinary order is not pulled to the new protocols
+    knee = engine.predict(Order("K1", "MRI KNEE", "twisting injury, locking, medial joint line tenderness", 30, "M"))
+    assert knee.suggestions[0].code == "MR-KNEE-WO"

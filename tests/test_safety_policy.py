@@ -165,3 +165,25 @@ def test_lexicon_must_be_lists_of_strings(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(PolicyError, match="lexicon.antiplatelet"):
         load_policy(folder=tmp_path / "k")
+
+
+def test_children_get_ultrasound_first_where_it_answers(catalog, policy):
+    kid = Order("C1", "CT ABD/PELVIS", "RLQ pain since last night, anorexia, ?appendicitis", 9, "M")
+    out = suggestions(kid, _probs(catalog, {"CT-ABD-PEL-W": 0.9}), catalog, [], policy)
+    assert out[0].code == "US-APPENDIX" and "CT-ABD-PEL-W" in [s.code for s in out]
+    # ... not for an adult, not for a child's abdominal trauma, not when the US was already non-diagnostic
+    adult = Order("A1", "CT ABD/PELVIS", "RLQ pain, ?appendicitis", 30, "M")
+    assert suggestions(adult, _probs(catalog, {"CT-ABD-PEL-W": 0.9}), catalog, [], policy)[0].code == "CT-ABD-PEL-W"
+    trauma = Order("C2", "CT ABD/PELVIS", "handlebar injury, RLQ pain and bruising", 10, "M")
+    assert suggestions(trauma, _probs(catalog, {"CT-ABD-PEL-W": 0.9}), catalog, [], policy)[0].code == "CT-ABD-PEL-W"
+    done = Order("C3", "CT ABD/PELVIS", "RLQ pain, US this morning non-diagnostic, appendix not seen", 12, "F")
+    assert suggestions(done, _probs(catalog, {"CT-ABD-PEL-W": 0.9}), catalog, [], policy)[0].code == "CT-ABD-PEL-W"
+
+
+def test_vq_is_not_the_alternative_when_the_chest_film_is_abnormal(catalog, policy):
+    flag = SafetyFlag("pregnancy", "30 weeks pregnant", 0, 5)
+    clear = Order("P1", "CT CHEST", "30 weeks pregnant, ?PE, CXR clear, no effusion", 30, "F")
+    assert suggestions(clear, _probs(catalog, {"CTA-CHEST-PE": 0.9}), catalog, [flag], policy)[0].code == "NM-VQ"
+    abnormal = Order("P2", "CT CHEST", "30 weeks pregnant, ?PE, CXR: L lower lobe consolidation", 30, "F")
+    top = suggestions(abnormal, _probs(catalog, {"CTA-CHEST-PE": 0.9}), catalog, [flag], policy)[0]
+    assert top.code == "CTA-CHEST-PE" and top.conflicts == ("pregnancy",)

@@ -263,6 +263,8 @@ class EmbeddingEngine(SuggestionEngine):
         """Why an order should not be pre-selected, or "" (see ``radassist.confidence``)."""
         from radassist.confidence import review_reason
 
+        if suggestions and self.head is not None and suggestions[0].code not in self.head.codes:
+            return "protocol added to the catalog after the model was trained"
         return review_reason(suggestions, familiarity, self.calibration, self.policy, self.target_precision)
 
     def predict_batch(self, orders: Sequence[Order], top_k: int = 3) -> list[Prediction]:

@@ -20,6 +20,7 @@ from radassist.domain import Order
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:/[a-z0-9]+)?")
 DIM = 2 ** 15
+UNSEEN_PENALTY = 0.5  # nats below the best known protocol: a new protocol must win on its description
 
 
 def _demographics(order: Order) -> list[str]:
@@ -79,7 +80,9 @@ class LexicalModel:
         return cls(codes, w.detach().half().float(), b.detach())
 
     def log_probs(self, orders: Sequence[Order], catalog_codes: Sequence[str]) -> torch.Tensor:
-        """[n, len(catalog_codes)] log-probabilities; codes it does not know get the row's mean (neutral)."""
+        """[n, len(catalog_codes)] log-probabilities. A code it never saw (a protocol added to the catalog
+        after training) gets the row's best value: the words cannot rule it out, so the embedding part,
+        which reads the new protocol's name and indications, decides."""
         if not orders:
             return torch.zeros(0, len(catalog_codes))
         logp = torch.log_softmax(torch.sparse.mm(featurize(orders), self.weight) + self.bias, dim=-1)
@@ -88,8 +91,8 @@ class LexicalModel:
         known = torch.tensor([c >= 0 for c in cols])
         out = logp[:, torch.tensor([max(c, 0) for c in cols])]
         if not bool(known.all()):
-            mean = out[:, known].mean(dim=1, keepdim=True) if bool(known.any()) else torch.zeros(len(orders), 1)
-            out = torch.where(known[None, :], out, mean)
+            best = out[:, known].max(dim=1, keepdim=True).values if bool(known.any()) else torch.zeros(len(orders), 1)
+            out = torch.where(known[None, :], out, best - UNSEEN_PENALTY)
         return out
 
     def save(self, folder: Path) -> None:
