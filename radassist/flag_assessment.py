@@ -82,17 +82,20 @@ def _affirmed(pattern: re.Pattern, text: str) -> bool:
     return any(not _NEG_BEFORE.search(text[max(0, m.start() - 25):m.start()]) for m in pattern.finditer(text))
 
 
-def _contrast_allergy(text: str, flag: SafetyFlag) -> SafetyFlag:
+def _contrast_allergy(text: str, flag: SafetyFlag, policy=None) -> SafetyFlag:
     ctx = _context(text, flag.start, flag.end)
     near = _window(text, flag.start, flag.end, 60, 140)
+    lex = getattr(policy, "lexicon", {}) or {}
+    site_severe = [m for m in _lexicon_hits(near, lex.get("severe_reaction")) if not _NEG_BEFORE.search(near[:m.start()])]
+    site_mild = _lexicon_hits(near, lex.get("mild_reaction"))
     mild_only = re.search(r"(?:hives|rash|itch\w*|urticaria|nausea|flushing)\s+only|only\s+(?:mild|hives|a\s+rash|rash|itch)", near)
     explicit_moderate = re.search(r"\bmoderate\b", near) and not re.search(
         r"anaphyla|intubat|adrenaline|epinephrine|\bepi\b|icu", near)
-    if _affirmed(_SEVERE, near) and not mild_only and not explicit_moderate:
+    if (_affirmed(_SEVERE, near) or site_severe) and not mild_only and not explicit_moderate:
         severity = "severe"
     elif _affirmed(_MODERATE, near) and not mild_only:
         severity = "moderate"
-    elif _MILD.search(near):
+    elif _MILD.search(near) or site_mild:
         severity = "mild"
     else:
         severity = "unknown"
@@ -455,7 +458,7 @@ _SUPP_CLAUSTRO = re.compile(r"\b(?:anxious|nervous|uneasy)\s+(?:in|about|with|in
                             r"tight\s+|closed\s+){1,2}(?:spaces?|rooms?|scanners?)", _I)
 
 
-def _supplementary_flags(text: str, present: set[str]) -> list[SafetyFlag]:
+def _supplementary_flags(text: str, present: set[str], policy=None) -> list[SafetyFlag]:
     """Phrasings the checker's patterns miss (typos, arrows, obstetric shorthand, uncertainty)."""
     out = []
     if not text:
@@ -472,7 +475,7 @@ def _supplementary_flags(text: str, present: set[str]) -> list[SafetyFlag]:
                     r"\b(?:no|none|nil|never|denies|denied|negative)\b", text[m.start():m.end()], _I) and not re.match(
                     r"\s*[:=-]?\s*(?:none|nil|no|negative|denied)\b", text[m.end():], _I):
                 add("contrast-allergy", m)
-                out[-1] = _contrast_allergy(text, out[-1])
+                out[-1] = _contrast_allergy(text, out[-1], policy)
                 break
     if "pregnancy" not in present:
         m = _SUPP_PREGNANCY.search(text)
@@ -510,7 +513,7 @@ def assess(text: str, flags: list[SafetyFlag], policy=None, age: int | None = No
         if flag.start < 0:
             out.append(flag)
         elif flag.type == "contrast-allergy":
-            out.append(_contrast_allergy(text, flag))
+            out.append(_contrast_allergy(text, flag, policy))
         elif flag.type == "renal-impairment":
             out.append(_renal(text, flag, policy, age, sex))
         elif flag.type == "mri-unsafe-implant":
@@ -540,7 +543,7 @@ def assess(text: str, flags: list[SafetyFlag], policy=None, age: int | None = No
             s, e = m.start(), m.end()
             out.append(SafetyFlag("mri-unsafe-implant", text[s:e], s, e, "unknown", "uncertain"))
             break
-    out += _supplementary_flags(text, {f.type for f in out})
+    out += _supplementary_flags(text, {f.type for f in out}, policy)
     out += _site_lexicon_flags(text, {f.type for f in out}, policy)
     out = [_refine_status(text, f) for f in out]
     out = [f for f in out if not _about_someone_else(text, f) and not _answered_no(text, f)]

@@ -31,7 +31,7 @@ from pathlib import Path
 from radassist.domain import FLAG_STATUSES, FLAG_TYPES, SEXES, Protocol
 
 SCHEMA = "radassist.safety-policy/1"
-LEXICON_KEYS = ("anticoagulant", "antiplatelet", "metformin", "mri_unsafe_device")
+LEXICON_KEYS = ("anticoagulant", "antiplatelet", "metformin", "mri_unsafe_device", "severe_reaction", "mild_reaction")
 CONTRAST_AGENTS = ("iodinated", "gadolinium", "radiotracer", "intra-articular", "none")
 
 

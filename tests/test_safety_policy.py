@@ -187,3 +187,17 @@ def test_vq_is_not_the_alternative_when_the_chest_film_is_abnormal(catalog, poli
     abnormal = Order("P2", "CT CHEST", "30 weeks pregnant, ?PE, CXR: L lower lobe consolidation", 30, "F")
     top = suggestions(abnormal, _probs(catalog, {"CTA-CHEST-PE": 0.9}), catalog, [flag], policy)[0]
     assert top.code == "CTA-CHEST-PE" and top.conflicts == ("pregnancy",)
+
+
+def test_site_reaction_words_set_allergy_severity(tmp_path):
+    from radassist.flag_assessment import assess_order
+
+    shutil.copytree(RESOURCES_DIR / "knowledge", tmp_path / "k")
+    path = tmp_path / "k" / "safety_policy.json"
+    data = json.loads(path.read_text())
+    data["lexicon"]["severe_reaction"].append("blue-lighted to hospital")
+    path.write_text(json.dumps(data))
+    site = load_policy(folder=tmp_path / "k")
+    text = "contrast allergy - blue-lighted to hospital after CT in 2019"
+    assert assess_order(Order("A", "CT", text), site)[0].severity == "severe"
+    assert assess_order(Order("A", "CT", text), load_policy())[0].severity == "unknown"

@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--data", metavar="FILE", help="labelled JSONL (synthetic or exported decisions)")
     p.add_argument("--from-db", action="store_true", help="train on the decisions in the database (+ replay)")
     p.add_argument("--replay", type=int, default=8, metavar="N", help="synthetic orders per protocol mixed in")
+    p.add_argument("--corpus-replay", type=int, default=20, metavar="N",
+                   help="writer-corpus orders per protocol mixed in (0: none)")
     p.add_argument("--run-id", metavar="VERSION", help="a run registered by the app (internal)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: models/adapters or models/embedding)")
     p.add_argument("--json-progress", action="store_true", help="one JSON object per step on stdout")
@@ -113,7 +115,8 @@ def _train_registered(args) -> int:
             version = run.version
         else:
             actor = authenticate_cli(args, session)
-        dataset = build_dataset(session, catalog, replay_per_protocol=args.replay)
+        dataset = build_dataset(session, catalog, replay_per_protocol=args.replay,
+                                corpus_per_protocol=args.corpus_replay)
         if not args.run_id:
             version = f"{args.engine}-run-{time.strftime('%Y%m%d-%H%M%S')}"
             registry.start_run(session, actor, args.engine, version, data=dataset.counts(),
@@ -155,7 +158,7 @@ def _train_registered(args) -> int:
 
 
 def _hyperparams(args) -> dict:
-    keys = ("replay", "lora_r", "lora_alpha", "lora_dropout", "lr", "epochs", "batch_size", "max_length", "seed")
+    keys = ("replay", "corpus_replay", "lora_r", "lora_alpha", "lora_dropout", "lr", "epochs", "batch_size", "max_length", "seed")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
@@ -172,7 +175,8 @@ def _export_data(args) -> int:
     with db.session() as session:
         actor = authenticate_cli(args, session)
         require(actor, "training.start")
-        dataset = build_dataset(session, ensure_catalog(session), replay_per_protocol=args.replay)
+        dataset = build_dataset(session, ensure_catalog(session), replay_per_protocol=args.replay,
+                                corpus_per_protocol=getattr(args, "corpus_replay", 20))
         n = export_dataset(dataset, args.out)
         record_event(session, actor, "training.export_data", entity="decisions", details=dataset.counts())
     print(f"wrote {n} de-identified examples to {args.out} ({dataset.counts()})")

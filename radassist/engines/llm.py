@@ -38,13 +38,26 @@ MAX_ORDER_CHARS = 700  # longer order text is cut (prompt length bounds latency)
 
 # --------------------------------------------------------------------------- prompt
 def format_flags(flags: Sequence[SafetyFlag]) -> str:
-    return "; ".join(f"{f.type} ({f.evidence})" for f in flags) or "none"
+    """Current flags with severity and how they are handled; resolved and historical ones are left out."""
+    parts = []
+    for f in flags:
+        if not f.is_current:
+            continue
+        detail = " ".join(d for d in (f.severity if f.severity != "any" else "", f.kind,
+                                      "uncertain" if f.status == "uncertain" else "",
+                                      "handled" if f.handled else "") if d)
+        parts.append(f"{f.type}{' ' + detail if detail else ''} ({f.evidence})")
+    return "; ".join(parts) or "none"
 
 
 def build_prompt(order: Order, flags: Sequence[SafetyFlag]) -> str:
-    """The prompt used for both training and scoring (de-identified order text)."""
-    text = " ".join(order.model_text().split())[:MAX_ORDER_CHARS]
-    return f"Imaging order: {text}\nSafety: {format_flags(flags)}\nProtocol:"
+    """The prompt used for both training and scoring: ordered exam, patient, notes and flags as
+    separate fields (de-identified: no name, MRN or accession)."""
+    notes = " ".join((order.clinical_notes or "").split())[:MAX_ORDER_CHARS] or "(none)"
+    patient = " ".join(p for p in (f"{order.age}y" if order.age is not None else "",
+                                   order.sex if order.sex in ("F", "M", "O") else "", order.priority or "") if p)
+    return (f"Ordered exam: {' '.join(order.ordered_exam.split())[:120]}\nPatient: {patient or 'unknown'}\n"
+            f"Notes: {notes}\nSafety: {format_flags(flags)}\nProtocol:")
 
 
 def candidate_text(protocol: Protocol) -> str:
@@ -351,16 +364,19 @@ class LLMEngine(SuggestionEngine):
         probs = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs, dtype=np.float64)
         return [np.array([row[index[c]] if c in index else 0.0 for c in cs]) for row, cs in zip(probs, codes)]
 
+    def flags_for(self, orders: Sequence[Order]) -> list[list[SafetyFlag]]:
+        """Each order's flags: assessed with the site policy, or from the ``safety`` callable given."""
+        if self.safety is None:
+            from radassist.flag_assessment import assess_order
+
+            return [assess_order(o, self.policy) for o in orders]
+        return [list(self.safety(o.clinical_notes or "")) for o in orders]
+
     def predict_batch(self, orders: Sequence[Order], top_k: int = 3) -> list[Prediction]:
         from radassist.ranking import suggestions
 
         started = time.perf_counter()
-        if self.safety is None:
-            from radassist.flag_assessment import assess_order
-
-            flags = [assess_order(o, self.policy) for o in orders]
-        else:
-            flags = [self.safety(o.clinical_notes or "") for o in orders]
+        flags = self.flags_for(orders)
         codes = self.candidates_for(orders)
         scored = self.raw_scores(orders, flags, codes)
         priors = self.prior_probabilities(orders, codes)

@@ -85,8 +85,33 @@ def decision_examples(session: Session, catalog_codes: set[str] | None = None) -
     return out, overrides, dups
 
 
+def corpus_replay(catalog: Sequence[Protocol], per_protocol: int, seed: int = 0) -> list[LabelledOrder]:
+    """Up to ``per_protocol`` orders per catalog protocol from the shipped writer corpus (data/corpus)."""
+    import random
+
+    from radassist.paths import PROJECT_DIR
+    from radassist.training.style_folds import load_corpus
+
+    folder = PROJECT_DIR / "data" / "corpus"
+    if per_protocol <= 0 or not folder.is_dir():
+        return []
+    codes = {p.code for p in catalog}
+    by_code: dict[str, list[LabelledOrder]] = {}
+    for e in load_corpus(folder):
+        if e.code in codes:
+            by_code.setdefault(e.code, []).append(e)
+    rng = random.Random(seed)
+    out = []
+    for code in sorted(by_code):
+        rows = by_code[code]
+        out += rows if len(rows) <= per_protocol else rng.sample(rows, per_protocol)
+    return out
+
+
 def build_dataset(session: Session, catalog: Sequence[Protocol], replay_per_protocol: int = 8,
-                  seed: int = 0) -> DecisionDataset:
+                  seed: int = 0, corpus_per_protocol: int = 20) -> DecisionDataset:
+    """Decisions (train / held-out by accession) + replay: synthetic orders and writer-corpus orders, so
+    that what the shipped model knew is not forgotten when it learns from the site's decisions."""
     from radassist.synthetic import generate
 
     codes = {p.code for p in catalog}
@@ -94,6 +119,7 @@ def build_dataset(session: Session, catalog: Sequence[Protocol], replay_per_prot
     train = [e for held, e in examples if not held]
     heldout = [e for held, e in examples if held]
     replay = generate(catalog, per_protocol=replay_per_protocol, seed=seed + 1000) if replay_per_protocol else []
+    replay += corpus_replay(catalog, corpus_per_protocol, seed)
     # Replay must not re-teach what the site overrides: drop the synthetic examples of a protocol
     # that the radiologists replace more often than they keep.
     superseded = superseded_codes(session)

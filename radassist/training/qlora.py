@@ -94,9 +94,25 @@ class ZeroGradientError(RuntimeError):
 
 # --------------------------------------------------------------------------- data
 def _safety():
+    """Flags as the engine sees them at inference: detected once and assessed with the site policy."""
+    from radassist.domain import Order
+    from radassist.flag_assessment import assess
+
     from radassist.safety import check_notes
 
-    return check_notes
+    def flags(notes: str, order: Order | None = None):
+        if order is not None:
+            return assess(notes, check_notes(notes), None, order.age, order.sex)
+        return assess(notes, check_notes(notes))
+
+    return flags
+
+
+def _flags(safety, order):
+    try:
+        return safety(order.clinical_notes or "", order)
+    except TypeError:  # a plain notes -> flags callable (tests pass check_notes)
+        return safety(order.clinical_notes or "")
 
 
 def encode_example(tokenizer, example: LabelledOrder, protocol: Protocol, flags, max_length: int):
@@ -250,7 +266,7 @@ def train(
     tok = loaded.tokenizer
     model, checkpointing = prepare_peft_model(loaded, config)
     model.train()
-    data = [encode_example(tok, ex, by_code[ex.code], safety(ex.order.clinical_notes or ""), config.max_length)
+    data = [encode_example(tok, ex, by_code[ex.code], _flags(safety, ex.order), config.max_length)
             for ex in train_examples]
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     total = max(1, math.ceil(steps_per_epoch * config.epochs))
@@ -364,7 +380,7 @@ def evaluate_and_calibrate(model, loaded, val_examples, catalog, safety, config:
         return {"val_examples": 0}, Calibration()
     by_code = {p.code: p for p in catalog}
     tok = loaded.tokenizer
-    flags = [safety(ex.order.clinical_notes or "") for ex in val_examples]
+    flags = [_flags(safety, ex.order) for ex in val_examples]
     enc = [encode_example(tok, ex, by_code[ex.code], f, config.max_length) for ex, f in zip(val_examples, flags)]
     with torch.inference_mode():
         losses = [float(batch_loss(model, enc[i:i + config.batch_size], tok.pad_token_id))
@@ -402,7 +418,7 @@ def calibrate_prior_fusion(adapter: str | Path, catalog: Sequence[Protocol], exa
     rewrite its calibration.json. Returns the fit's numbers."""
     engine = LLMEngine(catalog, adapter=adapter, shortlist_engine=shortlist_engine, shortlist_size=shortlist_size)
     orders = [ex.order for ex in examples]
-    flags = [engine.safety(o.clinical_notes or "") for o in orders]
+    flags = engine.flags_for(orders)
     codes = engine.candidates_for(orders)
     scored = engine.raw_scores(orders, flags, codes)
     cal = engine.calibration
