@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from radassist.access import Actor, require
 from radassist.audit import record_event
-from radassist.domain import Prediction, SafetyFlag, Suggestion
+from radassist.domain import Order, Prediction, SafetyFlag, Suggestion
 from radassist.store.models import DecisionRow, OrderRow, ProtocolRow, SuggestionRow, utcnow
 
 ACCEPTED = "accepted"
@@ -92,6 +92,40 @@ class DecisionInput:
     model_version: str | None = None
     comment: str = ""
     time_to_decide_ms: int | None = None
+    acknowledged: tuple[str, ...] = ()  # flag types the radiologist acknowledged for this protocol
+
+
+class ConflictNotAcknowledged(DecisionError):
+    """The chosen protocol goes against a safety flag that the radiologist has not acknowledged."""
+
+    def __init__(self, code: str, conflicts: tuple[str, ...]):
+        self.code, self.conflicts = code, conflicts
+        super().__init__(f"{code} conflicts with {', '.join(conflicts)}: acknowledge to proceed")
+
+
+def order_flags(session: Session, order: OrderRow) -> list:
+    """The order's flags as stored with its latest suggestions, else assessed from its notes now."""
+    row = session.scalar(select(SuggestionRow).where(SuggestionRow.order_id == order.id)
+                         .order_by(SuggestionRow.created_at.desc(), SuggestionRow.id.desc()).limit(1))
+    stored = [SafetyFlag.from_json(f) for f in json.loads(row.flags_json or "[]")] if row is not None else []
+    if stored or not order.clinical_notes:
+        return stored
+    from radassist.flag_assessment import assess_order
+
+    return assess_order(Order(order.accession, order.ordered_exam, order.clinical_notes or "", order.age,
+                              order.sex or "U"))
+
+
+def decision_conflicts(session: Session, order: OrderRow, code: str) -> tuple[str, ...]:
+    """Flag types (that the site's policy counts) which protocol ``code`` goes against for this order."""
+    from radassist.catalog import catalog_from_db
+    from radassist.safety_policy import site_policy
+
+    catalog = catalog_from_db(session)
+    protocol = next((p for p in catalog if p.code == code), None)
+    if protocol is None:
+        return ()
+    return site_policy(catalog).conflicts_of(protocol, order_flags(session, order))
 
 
 def record_decision(session: Session, actor: Actor, decision: DecisionInput) -> DecisionRow:
@@ -106,6 +140,10 @@ def record_decision(session: Session, actor: Actor, decision: DecisionInput) -> 
     protocol = session.get(ProtocolRow, decision.final_code)
     if protocol is None or not protocol.active:
         raise DecisionError(f"protocol {decision.final_code!r} is not in the catalog")
+    conflicts = decision_conflicts(session, order, decision.final_code)
+    missing = tuple(c for c in conflicts if c not in decision.acknowledged)
+    if missing:
+        raise ConflictNotAcknowledged(decision.final_code, missing)
     suggested_code = decision.suggested.code if decision.suggested else None
     action = ACCEPTED if suggested_code == decision.final_code else OVERRIDDEN
     row = DecisionRow(
@@ -113,6 +151,7 @@ def record_decision(session: Session, actor: Actor, decision: DecisionInput) -> 
         suggested_score=decision.suggested.score if decision.suggested else None,
         final_code=decision.final_code, action=action, comment=decision.comment.strip(),
         model_version=decision.model_version, time_to_decide_ms=decision.time_to_decide_ms,
+        acknowledged_conflicts=json.dumps(list(conflicts)),
     )
     session.add(row)
     order.status = "done"
@@ -120,7 +159,8 @@ def record_decision(session: Session, actor: Actor, decision: DecisionInput) -> 
     record_event(session, actor, f"decision.{'accept' if action == ACCEPTED else 'override'}",
                  entity=f"order:{order.accession}",
                  details={"suggested": suggested_code, "final": decision.final_code,
-                          "model": decision.model_version, "has_comment": bool(row.comment)})
+                          "model": decision.model_version, "has_comment": bool(row.comment),
+                          "acknowledged_conflicts": list(conflicts)})
     return row
 
 

@@ -179,3 +179,36 @@ def test_shortcuts_dialog_lists_the_keys(qtbot, tmp_path):
     for key in ("Enter", "1 / 2 / 3", "Ctrl+M", "F1"):
         assert key in texts
     assert sum(len(items) for _, items in SHORTCUTS) >= 15
+
+
+def test_decision_against_a_flag_takes_one_more_key_and_is_stored_acknowledged(qtbot, tmp_path):
+    import json as _json
+
+    from sqlalchemy import select
+
+    from radassist.store.models import DecisionRow, OrderRow
+
+    orders = [{"accession": "K1", "ordered_exam": "CT CHEST", "priority": "STAT", "age": 72, "sex": "F",
+               "clinical_notes": "Pulmonary embolism suspected, shortness of breath. eGFR 19, not on dialysis.",
+               "patient_name": "Doe, Kay", "mrn": "K1", "ordered_at": "2024-01-01T08:00:00Z"}]
+    db = make_db(tmp_path, orders=orders)
+    window = open_window(qtbot, db, tmp_path)
+    wait_all_suggested(qtbot, window)
+    qtbot.waitUntil(lambda: window.order_view.prediction is not None)
+    window.activateWindow()
+    window.focus_order()
+    view = window.order_view
+    code = view.suggestions[0].code
+    assert code == "CTA-CHEST-PE" and view.conflicts_for(code) == ("renal-impairment",)
+    press(qtbot, window, Qt.Key.Key_1)
+    assert view.conflict_banner.isVisible() and "eGFR 19" in view.conflict_banner.text()
+    assert current_accession(window) == "K1"  # nothing decided yet
+    press(qtbot, window, Qt.Key.Key_Escape)  # cancel: the banner goes, still nothing decided
+    assert not view.conflict_banner.isVisible() and current_accession(window) == "K1"
+    press(qtbot, window, Qt.Key.Key_1)
+    press(qtbot, window, Qt.Key.Key_Return)  # the one extra key
+    qtbot.waitUntil(lambda: current_accession(window) is None)
+    with db.session() as s:
+        row = s.scalars(select(DecisionRow).join(OrderRow).where(OrderRow.accession == "K1")).one()
+        assert row.final_code == "CTA-CHEST-PE"
+        assert _json.loads(row.acknowledged_conflicts) == ["renal-impairment"]

@@ -32,7 +32,7 @@ def seed_decisions(db, tmp_path: Path, per_protocol: int = 8, seed: int = 5, ove
     Returns the accessions.
     """
     from radassist.catalog import catalog_from_db
-    from radassist.domain import Suggestion
+    from radassist.domain import FLAG_TYPES, Suggestion
     from radassist.ingest import import_files
     from radassist.store.models import OrderRow
     from radassist.synthetic import generate
@@ -59,8 +59,10 @@ def seed_decisions(db, tmp_path: Path, per_protocol: int = 8, seed: int = 5, ove
         ids = {r.accession: r.id for r in session.query(OrderRow).filter(OrderRow.accession.in_(list(labels)))}
         for acc, code in labels.items():
             final = override.get(code, code)
+            # historical decisions: whatever the notes say, the radiologist weighed it
             record_decision(session, RAD_ACTOR, DecisionInput(
-                ids[acc], final, suggested=Suggestion(code, code, 0.9), model_version="embedding/shipped"))
+                ids[acc], final, suggested=Suggestion(code, code, 0.9), model_version="embedding/shipped",
+                acknowledged=FLAG_TYPES))
     return list(labels)
 
 

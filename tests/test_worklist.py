@@ -108,3 +108,38 @@ def test_stored_suggestions_keep_flags_conflicts_reasons_and_review(db):
     assert got.flags == [flag]
     assert got.suggestions[1].conflicts == ("renal-impairment",) and got.suggestions[0].why == ("?PE",)
     assert got.review and got.review_reason == "two protocols nearly tied"
+
+
+def _flagged_order(s, accession, notes):
+    row = OrderRow(accession=accession, ordered_exam="CT CHEST", clinical_notes=notes, sex="F", age=70,
+                   priority="STAT", ordered_at=datetime(2026, 1, 1, 12))
+    s.add(row)
+    s.flush()
+    return row.id
+
+
+def test_decision_against_a_flag_needs_acknowledgement_which_is_stored_and_audited(db):
+    from radassist.worklist import ConflictNotAcknowledged
+
+    with db.session() as s:
+        a = _flagged_order(s, "F1", "suspected PE, eGFR 19, not on dialysis")
+    with pytest.raises(ConflictNotAcknowledged, match="renal-impairment"):
+        with db.session() as s:
+            record_decision(s, RAD, DecisionInput(a, "CTA-CHEST-PE"))
+    with db.session() as s:
+        assert s.get(OrderRow, a).status == "todo"  # nothing saved
+        record_decision(s, RAD, DecisionInput(a, "CTA-CHEST-PE", acknowledged=("renal-impairment",)))
+    with db.session() as s:
+        row = s.scalars(select(DecisionRow).where(DecisionRow.order_id == a)).one()
+        assert row.acknowledged_conflicts == '["renal-impairment"]'
+        event = s.scalars(select(AuditEventRow).where(AuditEventRow.action == "decision.override")
+                          .order_by(AuditEventRow.id.desc())).first() or s.scalars(
+            select(AuditEventRow).where(AuditEventRow.action == "decision.accept").order_by(AuditEventRow.id.desc())).first()
+        assert "renal-impairment" in event.details
+
+
+def test_safe_alternative_needs_no_acknowledgement(db):
+    with db.session() as s:
+        a = _flagged_order(s, "F2", "suspected PE, eGFR 19, not on dialysis")
+        record_decision(s, RAD, DecisionInput(a, "NM-VQ"))
+        assert s.get(OrderRow, a).status == "done"

@@ -300,6 +300,14 @@ class OrderView(QWidget):
         self.decided.setWordWrap(True)
         outer.addWidget(self.decided)
 
+        # a decision that goes against a safety flag waits here for one more key
+        self.conflict_banner = QLabel()
+        self.conflict_banner.setObjectName("conflictBanner")
+        self.conflict_banner.setWordWrap(True)
+        self.conflict_banner.setVisible(False)
+        outer.addWidget(self.conflict_banner)
+        self._pending_ack: tuple[str, tuple[str, ...]] | None = None
+
         self.flag_box = QWidget()
         self.flag_box.setObjectName("flagBox")
         self.flag_layout = QHBoxLayout(self.flag_box)
@@ -417,6 +425,7 @@ class OrderView(QWidget):
     def show_order(self, order: OrderDetails, prediction: Prediction | None) -> None:
         """Render an order (flags from radassist.safety; suggestions when already computed)."""
         self.order = order
+        self._clear_pending_ack()
         self._clock.start()
         self.search.blockSignals(True)
         self.search.clear()
@@ -605,6 +614,8 @@ class OrderView(QWidget):
     def accept_selected(self) -> bool:
         if self.order is None:
             return False
+        if self._pending_ack is not None:
+            return self._decide(self._pending_ack[0])
         if self.selected is None:
             if self.prediction is None:
                 self.message.emit("Suggestions are not ready yet: type to search the catalog")
@@ -615,8 +626,36 @@ class OrderView(QWidget):
             return False
         return self.choose_suggestion(self.selected)
 
+    def conflicts_for(self, code: str) -> tuple[str, ...]:
+        """Flag types the protocol goes against: the engine's, else the site policy's for the shown flags."""
+        for s in self.suggestions:
+            if s.code == code and s.conflicts:
+                return tuple(s.conflicts)
+        protocol = self._catalog.get(code)
+        if protocol is None or not self.flags:
+            return ()
+        from radassist.safety_policy import site_policy
+
+        return site_policy(list(self._catalog.values())).conflicts_of(protocol, self.flags)
+
+    def _clear_pending_ack(self) -> None:
+        self._pending_ack = None
+        self.conflict_banner.setVisible(False)
+
     def _decide(self, code: str) -> bool:
         if self.order is None:
+            return False
+        conflicts = self.conflicts_for(code)
+        if conflicts and self._pending_ack != (code, conflicts):
+            # one extra key: the same choice again confirms, Esc or another choice cancels
+            self._pending_ack = (code, conflicts)
+            evidence = "; ".join(f"{flag_label(f.type)} (“{f.evidence}”)" for f in self.flags if f.type in conflicts)
+            self.conflict_banner.setText(
+                f"⚠ <b>{html.escape(code)}</b> goes against: {html.escape(evidence)}.<br>"
+                f"Press <b>Enter</b> again to confirm that you have weighed it, or <b>Esc</b> to choose another.")
+            self.conflict_banner.setVisible(True)
+            self.message.emit(f"{code} conflicts with {', '.join(flag_label(c) for c in conflicts)}: "
+                              f"Enter again to confirm")
             return False
         top = self.prediction.top if self.prediction else None
         decision = DecisionInput(
@@ -624,7 +663,9 @@ class OrderView(QWidget):
             model_version=self.prediction.model if self.prediction else None,
             comment=self.comment.text().strip(),
             time_to_decide_ms=int(self._clock.elapsed()) if self._clock.isValid() else None,
+            acknowledged=conflicts,
         )
+        self._clear_pending_ack()
         self.decision_requested.emit(decision)
         return True
 
@@ -636,6 +677,7 @@ class OrderView(QWidget):
             self.search.setText(self.search.text() + text)
 
     def cancel_search(self) -> None:
+        self._clear_pending_ack()
         self.search.clear()
         self.setFocus(Qt.FocusReason.OtherFocusReason)
 

@@ -88,6 +88,8 @@ class DecisionRow(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     model_version: Mapped[str | None] = mapped_column(String(120))
     time_to_decide_ms: Mapped[int | None] = mapped_column(Integer)
+    # flag types the chosen protocol conflicts with, acknowledged by the radiologist (JSON list)
+    acknowledged_conflicts: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
 
     order: Mapped[OrderRow] = relationship(back_populates="decisions")
 
