@@ -200,6 +200,13 @@ class SuggestionRowWidget(QFrame):
         self.code.setMinimumWidth(120)
         self.name = ElidedLabel()
         self.name.setObjectName("suggestionName")
+        self.detail = ElidedLabel()  # why (phrases of the notes) and the flags it goes against
+        self.detail.setObjectName("suggestionWhy")
+        texts = QVBoxLayout()
+        texts.setContentsMargins(0, 0, 0, 0)
+        texts.setSpacing(0)
+        texts.addWidget(self.name)
+        texts.addWidget(self.detail)
         self.bar = QProgressBar()
         self.bar.setObjectName("confidenceBar")
         self.bar.setRange(0, 100)
@@ -209,17 +216,31 @@ class SuggestionRowWidget(QFrame):
         self.score.setObjectName("suggestionScore")
         self.score.setFixedWidth(48)
         self.score.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        for w in (self.key, self.code, self.name, self.bar, self.score):
+        layout.addWidget(self.key)
+        layout.addWidget(self.code)
+        layout.addLayout(texts, 1)
+        for w in (self.bar, self.score):
             layout.addWidget(w)
         self.suggestion: Suggestion | None = None
 
-    def set_suggestion(self, s: Suggestion | None, protocol: Protocol | None, low: bool) -> None:
+    def set_suggestion(self, s: Suggestion | None, protocol: Protocol | None, low: bool,
+                       respects: tuple[str, ...] = ()) -> None:
         self.suggestion = s
         self.setVisible(s is not None)
         if s is None:
             return
         self.code.setText(s.code)
         self.name.setText(s.name)
+        parts = []
+        if s.conflicts:
+            parts.append("⚠ against " + ", ".join(flag_label(c).lower() for c in s.conflicts))
+        if respects:
+            parts.append("✓ safe with " + ", ".join(flag_label(c).lower() for c in respects))
+        if s.why:
+            parts.append("from “" + "”, “".join(s.why) + "”")
+        self.detail.setText(" · ".join(parts))
+        self.detail.setVisible(bool(parts))
+        self._set_prop("conflict", bool(s.conflicts))
         pct = int(round(s.score * 100))
         self.bar.setValue(pct)
         self.score.setText(format_confidence(s.score))
@@ -558,10 +579,12 @@ class OrderView(QWidget):
     def _render_suggestions(self) -> None:
         suggestions = self.suggestions
         low = self.needs_review
+        at_stake = {c for x in suggestions for c in x.conflicts}  # flags some suggestion goes against
         for i, row in enumerate(self.rows):
             s = suggestions[i] if i < len(suggestions) else None
             row.set_suggestion(s, self._catalog.get(s.code) if s else None,
-                               s is not None and s.score < self.threshold)
+                               s is not None and s.score < self.threshold,
+                               respects=tuple(sorted(at_stake - set(s.conflicts))) if s else ())
         waiting = self.order is not None and self.prediction is None
         self.pending.setVisible(waiting)
         if self.prediction is not None and not suggestions:
