@@ -309,12 +309,17 @@ _PREG_UNCERTAIN = re.compile(r"\?\s*preg|possib\w*\s+(?:early\s+)?preg|may\s+be\
                              r"period\s+(?:is\s+)?late|missed\s+(?:a\s+)?period|preg\w*\s+not\s+(?:been\s+)?"
                              r"(?:excluded|ruled\s+out)|(?:b(?:eta)?[\s-]?)?hcg\s+(?:awaited|not\s+(?:yet\s+)?(?:done|sent|back))|"
                              r"preg\w*\s+status\s+(?:is\s+)?(?:unknown|unclear|not\s+known)|awaiting\s+(?:a\s+)?preg\w*\s+test", _I)
-_ANTIPLATELET = re.compile(r"clopidogrel|plavix|prasugrel|effient|ticagrelor|brilinta|ticlopidine|cilostazol|"
-                           r"dipyridamole|aggrenox|aspirin|\basa\b|dapt|antiplatelet|ecosprin|disprin", _I)
-_ANTICOAGULANT = re.compile(r"warfarin|coumadin|jantoven|apixaban|eliquis|rivaroxaban|xarelto|dabigatran|pradaxa|"
-                            r"edoxaban|savaysa|lixiana|heparin|enoxaparin|lovenox|clexane|dalteparin|fragmin|"
-                            r"tinzaparin|fondaparinux|arixtra|bivalirudin|argatroban|lmwh|doac|noac|"
-                            r"anti-?coagula|blood\s+thinner|\binr\b|acitrom|acenocoumarol", _I)
+# Drug names come from the policy's lexicon (one list, site-editable); these generic words are not drug names.
+_ANTIPLATELET_WORDS = ("antiplatelet", "antiplatelets", "dapt", "asa")
+_ANTICOAGULANT_WORDS = ("anticoagulant", "anticoagulants", "anticoagulation", "anticoagulated", "blood thinner",
+                        "blood thinners", "inr", "doac", "noac", "lmwh")
+
+
+def _drug_pattern(policy, key: str, words: tuple[str, ...]) -> re.Pattern:
+    lex = getattr(policy, "lexicon", {}) or {}
+    return _term_pattern(tuple(lex.get(key, ())) + words)
+
+
 _CLAUSTRO_SEVERE = re.compile(r"fail|abort|unable|could\s*n[o']t|couldn't|refus|declin|despite|general\s+an(?:a)?esth|"
                               r"\bga\b|severe|intolerable|cannot\s+tolerate|can't\s+tolerate|panic\s+attack|"
                               r"walked\s+out|stopped\s+(?:the\s+)?scan", _I)
@@ -359,13 +364,12 @@ def _affirmed_term(text: str, m: re.Match, kind: str) -> bool:
 
 def _anticoagulation(text: str, flag: SafetyFlag, policy=None) -> SafetyFlag:
     low = text.lower()
-    lex = getattr(policy, "lexicon", {}) or {}
-    has_ap = _affirmed(_ANTIPLATELET, low) or any(
-        _affirmed_term(text, m, "med") for m in _lexicon_hits(text, lex.get("antiplatelet")))
-    has_ac = _affirmed(_ANTICOAGULANT, low) or any(
-        _affirmed_term(text, m, "med") for m in _lexicon_hits(text, lex.get("anticoagulant")))
+    antiplatelet = _drug_pattern(policy, "antiplatelet", _ANTIPLATELET_WORDS)
+    anticoagulant = _drug_pattern(policy, "anticoagulant", _ANTICOAGULANT_WORDS)
+    has_ap = _affirmed(antiplatelet, low)
+    has_ac = _affirmed(anticoagulant, low)
     kind = "both" if has_ap and has_ac else ("antiplatelet" if has_ap and not has_ac else "anticoagulant")
-    if _ANTIPLATELET.search(flag.evidence) and not has_ac:
+    if antiplatelet.search(flag.evidence) and not has_ac:
         kind = "antiplatelet"
     return replace(flag, severity="any", kind=kind)
 
@@ -505,9 +509,9 @@ def assess(text: str, flags: list[SafetyFlag], policy=None, age: int | None = No
     """Add severity, status, kind, handled and notes to flags from ``check_notes(text)``; add the
     renal caution and unknown-implant findings the checker does not raise."""
     if policy is None:
-        from radassist.safety_policy import SafetyPolicy
+        from radassist.safety_policy import shipped_policy
 
-        policy = SafetyPolicy()
+        policy = shipped_policy()
     out: list[SafetyFlag] = []
     for flag in flags:
         if flag.start < 0:

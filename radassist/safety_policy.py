@@ -301,3 +301,9 @@ def site_policy(catalog: Sequence[Protocol]) -> SafetyPolicy:
     """The policy for this catalog, loaded once per process."""
     key = tuple((p.code, p.name, p.modality, p.body_region, p.contrast, p.indications) for p in catalog)
     return _cached(str(knowledge_dir()), key)
+
+
+@lru_cache(maxsize=1)
+def shipped_policy() -> SafetyPolicy:
+    """The policy files as shipped (or at RADASSIST_KNOWLEDGE_DIR), without a catalog check."""
+    return load_policy()

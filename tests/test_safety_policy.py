@@ -22,32 +22,48 @@ def policy(catalog):
     return load_policy(catalog)
 
 
+class SiteKnowledge:
+    """A site's own copy of the policy files, to edit in a test."""
+
+    def __init__(self, folder):
+        shutil.copytree(RESOURCES_DIR / "knowledge", folder)
+        self.folder = folder
+        self.path = folder / "safety_policy.json"
+        self.data = json.loads(self.path.read_text())
+
+    def save(self):
+        self.path.write_text(json.dumps(self.data))
+        return self
+
+    def load(self):
+        return load_policy(folder=self.folder)
+
+
+@pytest.fixture
+def site(tmp_path):
+    return SiteKnowledge(tmp_path / "k")
+
+
 def test_shipped_policy_validates_against_the_shipped_catalog(policy):
     assert policy.warnings == []
     assert policy.alternatives[("CTA-CHEST-PE", "renal-impairment")] == ("NM-VQ",)
 
 
-def test_malformed_policy_names_file_and_field(tmp_path):
-    shutil.copytree(RESOURCES_DIR / "knowledge", tmp_path / "k")
-    path = tmp_path / "k" / "safety_policy.json"
-    data = json.loads(path.read_text())
-    data["renal"]["egfr_impaired_below"] = "thirty"
-    path.write_text(json.dumps(data))
+def test_malformed_policy_names_file_and_field(site):
+    site.data["renal"]["egfr_impaired_below"] = "thirty"
     with pytest.raises(PolicyError, match="safety_policy.json.*number"):
-        load_policy(folder=tmp_path / "k")
-    data["renal"]["egfr_impaired_below"] = 30
-    data["steering"]["made-up-flag"] = {"severities": [], "statuses": []}
-    path.write_text(json.dumps(data))
+        site.save().load()
+    site.data["renal"]["egfr_impaired_below"] = 30
+    site.data["steering"]["made-up-flag"] = {"severities": [], "statuses": []}
     with pytest.raises(PolicyError, match="unknown flag type 'made-up-flag'"):
-        load_policy(folder=tmp_path / "k")
+        site.save().load()
 
 
-def test_bad_alternatives_row_names_the_line(tmp_path):
-    shutil.copytree(RESOURCES_DIR / "knowledge", tmp_path / "k")
-    alt = tmp_path / "k" / "safe_alternatives.csv"
-    alt.write_text(alt.read_text() + "CT-HEAD-W,not-a-flag,CT-HEAD-WO,\n")
+def test_bad_alternatives_row_names_the_line(site):
+    alt = site.folder / "safe_alternatives.csv"
+    alt.write_text(alt.read_text() + "CT-HEAD-W,not-a-flag,CT-HEAD-WO,,,\n")
     with pytest.raises(PolicyError, match=r"safe_alternatives.csv:\d+: flag"):
-        load_policy(folder=tmp_path / "k")
+        site.load()
 
 
 def test_rows_for_codes_a_site_removed_are_reported_not_fatal(catalog):
@@ -57,16 +73,12 @@ def test_rows_for_codes_a_site_removed_are_reported_not_fatal(catalog):
     assert ("CTA-CHEST-PE", "renal-impairment") not in policy.alternatives
 
 
-def test_a_site_can_change_the_egfr_cut_off(tmp_path):
+def test_a_site_can_change_the_egfr_cut_off(site):
     from radassist.flag_assessment import assess_order
 
-    shutil.copytree(RESOURCES_DIR / "knowledge", tmp_path / "k")
-    path = tmp_path / "k" / "safety_policy.json"
-    data = json.loads(path.read_text())
-    data["renal"]["egfr_impaired_below"] = 40
-    data["renal"]["egfr_caution_below"] = 50
-    path.write_text(json.dumps(data))
-    strict = load_policy(folder=tmp_path / "k")
+    site.data["renal"]["egfr_impaired_below"] = 40
+    site.data["renal"]["egfr_caution_below"] = 50
+    strict = site.save().load()
     f = assess_order(Order("A", "CT", "eGFR 35"), strict)[0]
     assert f.severity == "impaired" and strict.steers(f)
 
@@ -139,16 +151,12 @@ def test_protocol_added_to_the_catalog_gets_the_generic_alternative(catalog, pol
     assert out[0].code == "CT-EXT-WO"
 
 
-def test_a_site_adds_a_local_brand_and_device_name(tmp_path):
+def test_a_site_adds_a_local_brand_and_device_name(site):
     from radassist.flag_assessment import assess_order
 
-    shutil.copytree(RESOURCES_DIR / "knowledge", tmp_path / "k")
-    path = tmp_path / "k" / "safety_policy.json"
-    data = json.loads(path.read_text())
-    data["lexicon"]["anticoagulant"].append("Warfant")
-    data["lexicon"]["mri_unsafe_device"].append("NeuroPace RNS")
-    path.write_text(json.dumps(data))
-    site = load_policy(folder=tmp_path / "k")
+    site.data["lexicon"]["anticoagulant"].append("Warfant")
+    site.data["lexicon"]["mri_unsafe_device"].append("NeuroPace RNS")
+    site = site.save().load()
     f = assess_order(Order("A", "CT", "on warfant 5 mg for AF"), site)
     assert [(x.type, x.kind, x.evidence) for x in f] == [("anticoagulation", "anticoagulant", "warfant")]
     assert assess_order(Order("A", "CT", "warfant stopped last year"), site) == []
@@ -157,14 +165,10 @@ def test_a_site_adds_a_local_brand_and_device_name(tmp_path):
     assert not [x for x in assess_order(Order("A", "CT", "on warfant"), load_policy()) if x.type == "anticoagulation"]
 
 
-def test_lexicon_must_be_lists_of_strings(tmp_path):
-    shutil.copytree(RESOURCES_DIR / "knowledge", tmp_path / "k")
-    path = tmp_path / "k" / "safety_policy.json"
-    data = json.loads(path.read_text())
-    data["lexicon"]["antiplatelet"] = "plavix"
-    path.write_text(json.dumps(data))
+def test_lexicon_must_be_lists_of_strings(site):
+    site.data["lexicon"]["antiplatelet"] = "plavix"
     with pytest.raises(PolicyError, match="lexicon.antiplatelet"):
-        load_policy(folder=tmp_path / "k")
+        site.save().load()
 
 
 def test_children_get_ultrasound_first_where_it_answers(catalog, policy):
@@ -189,15 +193,11 @@ def test_vq_is_not_the_alternative_when_the_chest_film_is_abnormal(catalog, poli
     assert top.code == "CTA-CHEST-PE" and top.conflicts == ("pregnancy",)
 
 
-def test_site_reaction_words_set_allergy_severity(tmp_path):
+def test_site_reaction_words_set_allergy_severity(site):
     from radassist.flag_assessment import assess_order
 
-    shutil.copytree(RESOURCES_DIR / "knowledge", tmp_path / "k")
-    path = tmp_path / "k" / "safety_policy.json"
-    data = json.loads(path.read_text())
-    data["lexicon"]["severe_reaction"].append("blue-lighted to hospital")
-    path.write_text(json.dumps(data))
-    site = load_policy(folder=tmp_path / "k")
+    site.data["lexicon"]["severe_reaction"].append("blue-lighted to hospital")
+    site = site.save().load()
     text = "contrast allergy - blue-lighted to hospital after CT in 2019"
     assert assess_order(Order("A", "CT", text), site)[0].severity == "severe"
     assert assess_order(Order("A", "CT", text), load_policy())[0].severity == "unknown"
