@@ -25,6 +25,8 @@ test: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.installed
+	$(PY) bench/bench_model.py --engines untrained embedding llm --style-folds
+	$(PY) bench/bench_safety.py
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_llm.py --shortlist-k 6 --batch-size 16
 	QT_QPA_PLATFORM=offscreen $(PY) bench/bench_gui.py --engine embedding

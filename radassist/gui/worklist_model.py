@@ -79,6 +79,7 @@ class WorklistEntry:
     suggestion_code: str = ""
     suggestion_name: str = ""
     confidence: float | None = None
+    review_reason: str = ""  # the engine asked for review (target precision, near tie, OOD, flag conflict)
     model_version: str = ""
 
     @property
@@ -127,23 +128,26 @@ def load_entries(session, model_version: str | None) -> list[WorklistEntry]:
     orders = session.execute(select(
         OrderRow.id, OrderRow.accession, OrderRow.priority, OrderRow.patient_name, OrderRow.mrn, OrderRow.age,
         OrderRow.sex, OrderRow.ordered_exam, OrderRow.ordered_at, OrderRow.status)).all()
-    query = select(SuggestionRow.order_id, SuggestionRow.suggestions_json, SuggestionRow.model_version)
+    query = select(SuggestionRow.order_id, SuggestionRow.suggestions_json, SuggestionRow.model_version,
+                   SuggestionRow.review_reason)
     if model_version:
         query = query.where(SuggestionRow.model_version == model_version)
-    top: dict[int, tuple[str, str, float, str]] = {}
-    for order_id, payload, version in session.execute(query.order_by(SuggestionRow.created_at, SuggestionRow.id)):
+    top: dict[int, tuple[str, str, float, str, str]] = {}
+    for order_id, payload, version, review in session.execute(query.order_by(SuggestionRow.created_at,
+                                                                             SuggestionRow.id)):
         items = json.loads(payload)
         if items:
-            top[order_id] = (items[0]["code"], items[0]["name"], float(items[0]["score"]), version)
+            top[order_id] = (items[0]["code"], items[0]["name"], float(items[0]["score"]), version, review or "")
         elif order_id not in top:
-            top[order_id] = ("", "", None, version)
+            top[order_id] = ("", "", None, version, "")
     entries = []
     for o in orders:
-        code, name, score, version = top.get(o.id, ("", "", None, ""))
+        code, name, score, version, review = top.get(o.id, ("", "", None, "", ""))
         entries.append(WorklistEntry(
             id=o.id, accession=o.accession, priority=o.priority, patient_name=o.patient_name or "", mrn=o.mrn or "",
             age=o.age, sex=o.sex or "U", ordered_exam=o.ordered_exam, ordered_at=o.ordered_at, status=o.status,
-            suggestion_code=code, suggestion_name=name, confidence=score, model_version=version))
+            suggestion_code=code, suggestion_name=name, confidence=score, model_version=version,
+            review_reason=review))
     return entries
 
 
@@ -250,7 +254,8 @@ class WorklistModel(QAbstractTableModel):
         top = prediction.top if prediction else None
         self.update_entry(replace(
             entry, suggestion_code=top.code if top else "", suggestion_name=top.name if top else "",
-            confidence=top.score if top else None, model_version=prediction.model if prediction else ""))
+            confidence=top.score if top else None, model_version=prediction.model if prediction else "",
+            review_reason=(prediction.review_reason or "needs review") if prediction and prediction.review else ""))
 
     def reload(self) -> list[int]:
         """Re-read every order from the database; returns the ids of orders new to the model."""
@@ -306,6 +311,9 @@ class WorklistModel(QAbstractTableModel):
             return Qt.ItemFlag.NoItemFlags
         return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
 
+    def _needs_review(self, e: WorklistEntry) -> bool:
+        return e.confidence is not None and (bool(e.review_reason) or e.confidence < self.confidence_threshold)
+
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid() or not (0 <= index.row() < len(self._entries)):
             return None
@@ -322,8 +330,9 @@ class WorklistModel(QAbstractTableModel):
                 return f"{e.suggestion_code}: {e.suggestion_name}"
             if col == COL_PATIENT and e.mrn:
                 return f"{e.patient_name} (MRN {e.mrn})"
-            if col == COL_CONFIDENCE and e.confidence is not None and e.confidence < self.confidence_threshold:
-                return "Below the confidence threshold: needs review"
+            if col == COL_CONFIDENCE and self._needs_review(e):
+                return f"Needs review: {e.review_reason}" if e.review_reason else \
+                    "Below the minimum confidence: needs review"
             return None
         if role == Qt.ItemDataRole.BackgroundRole and col == COL_PRIORITY:
             return QBrush(QColor(PRIORITY_COLOURS.get(e.priority, PRIORITY_COLOURS["ROUTINE"])[0]))
@@ -332,7 +341,7 @@ class WorklistModel(QAbstractTableModel):
                 return QBrush(QColor(PRIORITY_COLOURS.get(e.priority, PRIORITY_COLOURS["ROUTINE"])[1]))
             if e.status == "done":
                 return QBrush(QColor("#6b7480"))
-            if col == COL_CONFIDENCE and e.confidence is not None and e.confidence < self.confidence_threshold:
+            if col == COL_CONFIDENCE and self._needs_review(e):
                 return QBrush(QColor("#a15c00"))
             return None
         if role == Qt.ItemDataRole.FontRole:
@@ -368,7 +377,7 @@ class WorklistModel(QAbstractTableModel):
             if e.confidence is None:
                 return ""
             text = format_confidence(e.confidence)
-            return f"⚠ {text}" if e.confidence < self.confidence_threshold else text
+            return f"⚠ {text}" if self._needs_review(e) else text
         return ""
 
     def _sort_value(self, e: WorklistEntry, col: int):
