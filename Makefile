@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test bench clean-venv
+.PHONY: run test test-fast bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 	$(VENV)/bin/lint-imports
+
+test-fast: $(VENV)/.installed
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow and not integration"
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_model.py --engines untrained embedding llm --style-folds

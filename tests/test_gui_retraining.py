@@ -54,6 +54,7 @@ def test_panels_refuse_a_radiologist(db):
         SettingsPanel(db, RAD_ACTOR)
 
 
+@pytest.mark.slow
 def test_embedding_training_in_a_qprocess_to_promotion(qtbot, db, tmp_path, no_dialogs):
     from radassist.engines import create_site_engine
     from radassist.gui.retraining_panel import passes_gate

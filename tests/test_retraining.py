@@ -84,6 +84,7 @@ def train_args(db, out: Path, version: str, engine: str = "embedding", replay: i
             "--json-progress", "--replay", str(replay), "--out", str(out)]
 
 
+@pytest.mark.slow
 def test_decisions_to_promoted_engine_end_to_end(db, tmp_path, capsys):
     from radassist.engines import create_site_engine
 
@@ -132,6 +133,7 @@ def test_decisions_to_promoted_engine_end_to_end(db, tmp_path, capsys):
     assert rolled.model_id == before.model_id
 
 
+@pytest.mark.slow
 def test_command_line_models_list_promote_and_audit(db, tmp_path, capsys):
     from radassist.store.models import AuditEventRow
 
@@ -194,6 +196,7 @@ def _wait_for_step(proc: subprocess.Popen, timeout: float = 240) -> list[str]:
     raise AssertionError(f"no progress line: {seen} {proc.stderr.read() if proc.poll() is not None else ''}")
 
 
+@pytest.mark.slow
 def test_sigterm_cancels_a_running_llm_training(db, tmp_path, tiny_model_dir):
     seed_decisions(db, tmp_path, per_protocol=6)
     version = register_run(db, "llm")
