@@ -473,7 +473,14 @@ def _supplementary_flags(text: str, present: set[str], policy=None) -> list[Safe
         out.append(SafetyFlag(ftype, text[s:e], s, e, **kw))
         present.add(ftype)
 
-    if "contrast-allergy" not in present:
+    low = text.lower()
+
+    def mentions(*needles: str) -> bool:  # a cheap test before each regex
+        return any(n in low for n in needles)
+
+    if "contrast-allergy" not in present and mentions(
+            "contra", "contrst", "dye", "iodin", "omnipaque", "iohexol", "isovue", "visipaque", "optiray",
+            "ultravist", "gad", "dotarem", "magnevist", "multihance", "prohance", "eovist", "clariscan", "omniscan"):
         for m in _SUPP_CONTRAST.finditer(text):
             if not _NEG_BEFORE.search(text[max(0, m.start() - 25):m.start()]) and not re.search(
                     r"\b(?:no|none|nil|never|denies|denied|negative)\b", text[m.start():m.end()], _I) and not re.match(
@@ -481,7 +488,7 @@ def _supplementary_flags(text: str, present: set[str], policy=None) -> list[Safe
                 add("contrast-allergy", m)
                 out[-1] = _contrast_allergy(text, out[-1], policy)
                 break
-    if "pregnancy" not in present:
+    if "pregnancy" not in present and mentions("preg", "hcg", "upt", "period", "gravida", "lmp", "wk", "week"):
         m = _SUPP_PREGNANCY.search(text)
         if m:
             add("pregnancy", m, severity="any")
@@ -489,19 +496,25 @@ def _supplementary_flags(text: str, present: set[str], policy=None) -> list[Safe
             m = _PREG_UNCERTAIN.search(text)
             if m:
                 add("pregnancy", m, severity="any", status="uncertain")
-    if "mri-unsafe-implant" not in present:
+    if "mri-unsafe-implant" not in present and "orbit" in low:
         m = _SUPP_IMPLANT.search(text)
         if m:
             add("mri-unsafe-implant", m, severity="unknown", status="uncertain")
-    if "claustrophobia" not in present:
+    if "claustrophobia" not in present and mentions("anxious", "nervous", "uneasy"):
         m = _SUPP_CLAUSTRO.search(text)
         if m and not _NEG_BEFORE.search(text[max(0, m.start() - 25):m.start()]):
             add("claustrophobia", m, severity="mild")
-    if "renal-impairment" not in present:
+    if "renal-impairment" not in present and mentions("dialy", "hd", "pd", "capd", "apd"):
         m = _ON_DIALYSIS.search(text)
         if m and not _NEG_BEFORE.search(text[max(0, m.start() - 25):m.start()]):
             add("renal-impairment", m, severity="dialysis")
     return out
+
+
+_RENAL_NEEDLE = re.compile(r"gfr|crcl|creat|\bs?cr\b")
+_IMPLANT_NEEDLES = ("clip", "implant", "device", "stimulat", "pacemaker", "ppm", "icd", "valve", "coil", "stent",
+                    "hardware", "prosthes", "pump", "port", "fragment", "foreign", "unknown", "safety", "orbit", "eye",
+                    "clear", "metal", "weld", "grind", "machinist", "shrapnel", "bullet", "retained")
 
 
 # --- entry points -----------------------------------------------------------------------------------
@@ -531,11 +544,12 @@ def assess(text: str, flags: list[SafetyFlag], policy=None, age: int | None = No
         else:
             out.append(flag)
     types = {f.type for f in out}
-    if "renal-impairment" not in types and text:
+    low = text.lower() if text else ""
+    if "renal-impairment" not in types and text and _RENAL_NEEDLE.search(low):
         caution = _renal_caution(text, policy, age, sex)
         if caution is not None:
             out.append(caution)
-    if "mri-unsafe-implant" not in types and text:
+    if "mri-unsafe-implant" not in types and text and any(n in low for n in _IMPLANT_NEEDLES):
         for m in _UNKNOWN_IMPLANT.finditer(text):
             if _NEG_BEFORE.search(text[max(0, m.start() - 25):m.start()]) or re.search(
                     r"^\W{0,3}(?:\w+\W+){0,3}(?:removed|extracted|explanted)", text[m.end():m.end() + 40], _I):
