@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "radassist.commands.users",
     "radassist.commands.audit",
     "radassist.commands.synth",
+    "radassist.commands.interfaces",
 )
 
 

@@ -293,8 +293,10 @@ def _implant(text: str, flag: SafetyFlag) -> SafetyFlag:
     return replace(flag, severity=severity, status=status, handled=handled)
 
 
-_SAFETY_CLEARED = re.compile(r"(?:mri?|mr)\s+safety[^.;\n]{0,80}?(?:cleared|allowed|approved|ok(?:ay)?\b|passed)|"
-                             r"(?:cleared|allowed|approved)\s+(?:for|by)\s+(?:mri?\b|mr\b|scanning|the\s+scan)", _I)
+_SAFETY_CLEARED = re.compile(r"(?:mri?|mr)\s+safety[^.;\n]{0,80}?(?:cleared|allowed|approved|ok(?:ay)?\b|passed|happy)|"
+                             r"(?:cleared|allowed|approved)\s+(?:for|by)\s+(?:the\s+)?(?:mri?\b|mr\b|scanning|the\s+scan|"
+                             r"(?:mri?\s+|mr\s+)?safety)|orbit\w*\s+(?:xr|x-?rays?|radiographs?|films?)\s+(?:\w+\s+){0,3}"
+                             r"(?:clear|negative|normal)", _I)
 _NOT_IMPLANTED = re.compile(r"not\s+(?:yet\s+)?implanted|not\s+implanted\s+yet|(?:implant|device|pacemaker|scs)\s+"
                             r"candida|candidate\s+(?:for\s+)?(?:a\s+)?(?:cochlear|pacemaker|implant|device|scs)|"
                             r"before\s+(?:deciding\s+(?:on\s+)?|starting\s+|the\s+|an?\s+)?(?:pacemaker|scs|implant|"
@@ -320,7 +322,8 @@ def _drug_pattern(policy, key: str, words: tuple[str, ...]) -> re.Pattern:
     return _term_pattern(tuple(lex.get(key, ())) + words)
 
 
-_CLAUSTRO_SEVERE = re.compile(r"fail|abort|unable|could\s*n[o']t|couldn't|refus|declin|despite|general\s+an(?:a)?esth|"
+_DECLINES = r"declin\w*\s+(?:\w+\s+){0,2}(?:sedation|ga\b|general|an(?:a)?esth|mri|scan|to\b)"
+_CLAUSTRO_SEVERE = re.compile(r"fail|abort|unable|could\s*n[o']t|couldn't|refus|" + _DECLINES + r"|despite|general\s+an(?:a)?esth|"
                               r"\bga\b|severe|intolerable|cannot\s+tolerate|can't\s+tolerate|panic\s+attack|"
                               r"walked\s+out|stopped\s+(?:the\s+)?scan", _I)
 
@@ -384,7 +387,7 @@ _CLAUSTRO_HANDLED = re.compile(r"(?:accepts?|agreed\s+to|under|with|for)\s+(?:a\
 def _claustrophobia(text: str, flag: SafetyFlag) -> SafetyFlag:
     ctx = _context(text, flag.start, flag.end)
     severe = _affirmed(_CLAUSTRO_SEVERE, ctx)
-    if _CLAUSTRO_MILD.search(ctx) and not _affirmed(re.compile(r"fail|abort|refus|declin|despite", _I), ctx):
+    if _CLAUSTRO_MILD.search(ctx) and not _affirmed(re.compile(r"fail|abort|refus|" + _DECLINES + "|despite", _I), ctx):
         severe = False
     m = _CLAUSTRO_HANDLED.search(ctx)
     handled = m.group(0) if m else ""
@@ -431,7 +434,8 @@ def _answered_no(text: str, flag: SafetyFlag) -> bool:
     """ "Anaphylaxis to contrast? No - mum had a reaction", "gadolinium reaction? none known"."""
     if flag.start < 0:
         return False
-    return bool(re.match(r"\s*\?+\s*(?:no|none|nil|negative|never|denies)\b", text[flag.end:flag.end + 20], _I))
+    return bool(re.match(r"\s*\?+\s*(?:no|n|n/a|na|none|nil|negative|neg|never|denies)(?![\w/])",
+                         text[flag.end:flag.end + 20], _I))
 
 
 def _about_someone_else(text: str, flag: SafetyFlag) -> bool:

@@ -1,4 +1,4 @@
-"""Order import from JSONL and CSV files: bad lines are reported, good lines land, no duplicates."""
+"""Order import from JSONL, CSV, HL7 v2 (.hl7) and FHIR R4 (.json) files: bad lines are reported, good lines land, no duplicates."""
 from __future__ import annotations
 
 import csv
@@ -208,6 +208,11 @@ def import_files(db, paths: Sequence[str | Path], actor=None) -> ImportReport:
     require(actor, "order.import")
     report = ImportReport()
     for path in paths:
+        if Path(path).suffix.lower() in (".hl7", ".json"):  # HL7 v2 and FHIR R4 (radassist.interop)
+            from radassist.interop.file_import import import_interface_file
+
+            import_interface_file(db, path, report, actor)
+            continue
         try:
             good, problems = read_orders(path)
         except OSError as exc:

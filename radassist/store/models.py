@@ -160,3 +160,49 @@ class ModelVersionRow(Base):
     metrics_json: Mapped[str] = mapped_column(Text, default="{}")
     log_path: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None] = mapped_column(Integer)
+
+
+class InterfaceOrderRow(Base):
+    """Where an order came from on a hospital interface (HL7 v2 or FHIR), to send the protocol back."""
+
+    __tablename__ = "interface_orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), unique=True)
+    source: Mapped[str] = mapped_column(String(8))  # hl7 | fhir
+    message_type: Mapped[str] = mapped_column(String(20), default="")  # ORM^O01 | OMI^O23 | ServiceRequest
+    version: Mapped[str] = mapped_column(String(12), default="")
+    sending_app: Mapped[str] = mapped_column(String(200), default="")
+    sending_facility: Mapped[str] = mapped_column(String(200), default="")
+    receiving_app: Mapped[str] = mapped_column(String(200), default="")
+    receiving_facility: Mapped[str] = mapped_column(String(200), default="")
+    placer_number: Mapped[str] = mapped_column(String(200), default="")   # ORC-2 / OBR-2, as sent
+    filler_number: Mapped[str] = mapped_column(String(200), default="")   # ORC-3 / OBR-3, as sent
+    service_code: Mapped[str] = mapped_column(String(400), default="")    # OBR-4 as sent
+    patient_json: Mapped[str] = mapped_column(Text, default="{}")         # PID-3/5/7/8 or Patient ref, as sent
+    resource_id: Mapped[str] = mapped_column(String(200), default="")     # FHIR ServiceRequest id
+    control_id: Mapped[str] = mapped_column(String(200), default="")      # MSH-10 of the latest message
+    last_control: Mapped[str] = mapped_column(String(4), default="NW")
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class OutboxRow(Base):
+    """A protocol result waiting to go back to the sender (or sent): survives restarts, delivered in order."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    destination: Mapped[str] = mapped_column(String(100))  # e.g. "mllp:ris.example:2576", "fhir:/var/out"
+    decision_id: Mapped[int] = mapped_column(ForeignKey("decisions.id"))
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"))
+    control_id: Mapped[str] = mapped_column(String(40))     # MSH-10 / file name: the same on every retry
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(12), default="pending")  # pending | sent | rejected
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (UniqueConstraint("destination", "decision_id", name="uq_outbox_destination_decision"),
+                      Index("ix_outbox_destination_status", "destination", "status", "id"))
