@@ -4,15 +4,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-import threading
 import time
 from pathlib import Path
 
-import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from radassist.access import Actor
-from radassist.interop.hl7_orders import build_ack, parse_order_message, split_messages
+from radassist.interop.hl7_orders import build_ack, parse_order_message
 from radassist.interop.mllp import MLLPListener
 from radassist.interop.outbox import Destination, OutboxSender, OutboxWorker, enqueue_decisions, pending_count
 from radassist.interop.receiver import HL7Receiver
@@ -186,7 +184,8 @@ def test_fhir_folder_result_is_valid_r4_private_and_names_the_radiologist(db, tm
     sr, prov = (e["resource"] for e in doc["entry"])
     assert sr["orderDetail"][0]["coding"][0]["code"] == "CT-HEAD-WO"
     assert sr["identifier"][0]["value"] == "ACC000060"
-    assert prov["agent"][0]["who"]["display"] == "dr.rad" and prov["target"][0]["reference"].startswith("ServiceRequest/")
+    assert prov["agent"][0]["who"]["display"] == "dr.rad"
+    assert prov["target"][0]["reference"].startswith("ServiceRequest/")
     assert not list(out.glob(".tmp-*"))
 
 

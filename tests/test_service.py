@@ -79,7 +79,8 @@ def test_order_in_suggestion_ready_decision_out(db):
     finally:
         peer.stop()
     result = parse_order_message(peer.received[0]).items[0]
-    assert result.control == "XO" and result.record["ordered_exam"] == "CT Head WO Contrast"  # the catalog name of CT-HEAD-WO
+    assert result.control == "XO"
+    assert result.record["ordered_exam"] == "CT Head WO Contrast"  # the catalog name of CT-HEAD-WO
     assert not service.worker.is_alive() and not service.outbox.is_alive()
 
 
@@ -99,7 +100,8 @@ def test_worker_fills_orders_imported_another_way_and_survives_a_failing_order(d
     finally:
         worker.stop()
     with db.session() as s:
-        assert orders_missing_suggestions(s, "fake/1") == [s.scalar(select(OrderRow.id).where(OrderRow.accession == "J2"))]
+        failing = s.scalar(select(OrderRow.id).where(OrderRow.accession == "J2"))
+        assert orders_missing_suggestions(s, "fake/1") == [failing]
         assert s.scalar(select(SuggestionRow.model_version)) == "fake/1"
 
 

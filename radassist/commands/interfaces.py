@@ -16,7 +16,8 @@ def _common(p) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("listen", parents=[db_parent()], help="HL7 v2 order listener (MLLP): ORM^O01/OMI^O23 in, ACK out")
+    p = sub.add_parser("listen", parents=[db_parent()],
+                       help="HL7 v2 order listener (MLLP): ORM^O01/OMI^O23 in, ACK out")
     _common(p)
     p.set_defaults(func=run_listen)
     s = sub.add_parser("serve", parents=[db_parent()],

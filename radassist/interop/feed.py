@@ -66,6 +66,13 @@ _ORDER_COLUMNS = ("accession", "ordered_exam", "clinical_notes", "age", "sex", "
 _META_COLUMNS = ("message_type", "version", "sending_app", "sending_facility", "receiving_app",
                  "receiving_facility", "placer_number", "filler_number", "service_code", "resource_id", "control_id")
 
+# Constant statements (column names from the tuples above); every value is a parameter.
+_INSERT_ORDER = ("INSERT INTO orders (" + ", ".join(_ORDER_COLUMNS) + ") VALUES ("
+                 + ", ".join("?" * len(_ORDER_COLUMNS)) + ") ON CONFLICT(accession) DO NOTHING")
+_INSERT_META = ("INSERT INTO interface_orders (order_id, source, " + ", ".join(_META_COLUMNS)
+                + ", patient_json, last_control, updated_at) VALUES ("
+                + ", ".join("?" * (len(_META_COLUMNS) + 5)) + ")")
+
 
 def _insert_new(session: Session, order: Order, meta: dict, source: str, control: str) -> int | None:
     """The common case, a new order, in raw parameterized SQL on the session's connection (the ORM
@@ -80,17 +87,13 @@ def _insert_new(session: Session, order: Order, meta: dict, source: str, control
     session.flush()
     cur = session.connection().connection.driver_connection.cursor()
     try:
-        cur.execute(f"INSERT INTO orders ({', '.join(_ORDER_COLUMNS)}) VALUES "
-                    f"({', '.join('?' for _ in _ORDER_COLUMNS)}) ON CONFLICT(accession) DO NOTHING",
-                    [_sql_value(values[c]) for c in _ORDER_COLUMNS])
+        cur.execute(_INSERT_ORDER, [_sql_value(values[c]) for c in _ORDER_COLUMNS])
         if cur.rowcount != 1:
             return None
         order_id = cur.lastrowid
         meta_values = [str(meta.get(c) or "")[:400 if c == "service_code" else 200] for c in _META_COLUMNS]
-        cur.execute(f"INSERT INTO interface_orders (order_id, source, {', '.join(_META_COLUMNS)}, patient_json, "
-                    f"last_control, updated_at) VALUES (?, ?, {', '.join('?' for _ in _META_COLUMNS)}, ?, ?, ?)",
-                    [order_id, source, *meta_values, json.dumps(meta.get("patient") or {}, sort_keys=True),
-                     control[:4], _sql_value(now)])
+        patient = json.dumps(meta.get("patient") or {}, sort_keys=True)
+        cur.execute(_INSERT_META, [order_id, source, *meta_values, patient, control[:4], _sql_value(now)])
         return order_id
     finally:
         cur.close()

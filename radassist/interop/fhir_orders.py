@@ -182,7 +182,8 @@ def map_service_request(resource: dict, index: dict[str, dict], position: int,
         practitioner = _resolve(requester, index, resource)
         name = _human_name(practitioner.get("name")) if practitioner else ""
         record["ordering_provider"] = name or (requester.get("display") or "").strip() or None
-    subject_ref = (resource.get("subject") or {}).get("reference", "") if isinstance(resource.get("subject"), dict) else ""
+    subject = resource.get("subject")
+    subject_ref = subject.get("reference", "") if isinstance(subject, dict) else ""
     meta = {"message_type": "ServiceRequest", "version": "R4", "resource_id": str(resource.get("id") or ""),
             "placer_number": accession, "service_code": json.dumps(resource.get("code") or {})[:400],
             "patient": {"reference": subject_ref}}
