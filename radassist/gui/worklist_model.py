@@ -339,7 +339,7 @@ class WorklistModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole:
             if col == COL_PRIORITY:
                 return QBrush(QColor(PRIORITY_COLOURS.get(e.priority, PRIORITY_COLOURS["ROUTINE"])[1]))
-            if e.status == "done":
+            if e.status in ("done", "cancelled"):
                 return QBrush(QColor("#6b7480"))
             if col == COL_CONFIDENCE and self._needs_review(e):
                 return QBrush(QColor("#a15c00"))
@@ -370,7 +370,7 @@ class WorklistModel(QAbstractTableModel):
         if col == COL_WAITING:
             return format_waiting(e.ordered_at) if e.status == "todo" else ""
         if col == COL_STATUS:
-            return "Done" if e.status == "done" else "To do"
+            return {"done": "Done", "todo": "To do", "cancelled": "Cancelled"}.get(e.status, e.status.capitalize())
         if col == COL_SUGGESTION:
             return e.suggestion_code or ("…" if e.status == "todo" else "")
         if col == COL_CONFIDENCE:
