@@ -41,3 +41,18 @@ def test_confidence_is_never_shown_as_certainty():
     assert format_confidence(0.004) == "<1%"
     assert format_confidence(0.0) == "0%"
     assert format_confidence(0.456) == "46%"
+
+
+def test_per_category_accuracy_and_the_table_print():
+    from radassist.domain import LabelledOrder, Order, Prediction, Suggestion
+    from radassist.evaluation import evaluate_predictions
+
+    ex = [LabelledOrder(Order(f"A{i}", "CT"), "CT-HEAD-WO", ("CT-HEAD-WO",), cat)
+          for i, cat in enumerate(["ordinary", "ordinary", "noisy", "noisy"])]
+    preds = [Prediction(e.order.accession, [Suggestion(code, code, 0.9)], review=(i == 3))
+             for i, (e, code) in enumerate(zip(ex, ["CT-HEAD-WO", "CT-HEAD-WO", "CT-HEAD-WO", "MR-BRAIN-WO"]))]
+    r = evaluate_predictions(ex, preds)
+    assert r.per_category["ordinary"]["top1"] == 1.0 and r.per_category["noisy"]["top1"] == 0.5
+    assert r.review_rate == 0.25 and r.precision_pre_selected == 1.0
+    text = r.table()
+    assert "noisy" in text and "confidence" in text

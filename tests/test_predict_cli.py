@@ -49,7 +49,10 @@ def test_evaluate_reports_every_metric(tmp_path, capsys):
     assert main(["evaluate", "--data", str(data), "--engine", "embedding", "--json",
                  "--db", str(tmp_path / "r.db")]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in ("top1", "top3", "macro_f1", "semantic_similarity", "ece", "coverage", "precision_at_threshold"):
+    for key in ("top1", "top3", "macro_f1", "semantic_similarity", "ece", "coverage", "precision_at_threshold",
+                "coverage_at_target", "review_rate", "precision_pre_selected", "per_category", "reliability"):
         assert key in report
+    assert sum(b["n"] for b in report["reliability"]) == report["n"]
+    assert report["target_precision"] == 0.98
     assert report["n"] == 2 and 0.5 <= report["top3"] <= 1.0
     assert 0.0 < report["semantic_similarity"] <= 1.0001
