@@ -15,6 +15,16 @@ from radassist.paths import default_catalog_path
 from radassist.store.models import ProtocolRow, utcnow
 
 REQUIRED_COLUMNS = ("code", "name", "modality", "body_region", "contrast", "indications")
+# A cell starting with one of these runs as a formula when the CSV is opened in a spreadsheet.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_problem(field: str, value: str) -> str | None:
+    """A message naming the field (never its value) when ``value`` would run as a formula."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return (f"field {field!r} starts with '=', '+', '-', '@', a tab or a carriage return, which a "
+                "spreadsheet would run as a formula: remove or reword the first character")
+    return None
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,14 @@ def parse_catalog(text: str, source: str = "<catalog>") -> list[Protocol]:
     seen: dict[str, int] = {}
     for row in reader:
         line = reader.line_num
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        raw = {(k or "").strip(): (v if isinstance(v, str) else "") for k, v in row.items() if k is not None}
+        row = {k: v.strip() for k, v in raw.items()}
+        # checked before and after trimming spaces: "\t=cmd" and "  =cmd" are refused alike
+        formula = [msg for c in REQUIRED_COLUMNS
+                   if (msg := formula_problem(c, raw.get(c, "").lstrip(" ")) or formula_problem(c, row.get(c, "")))]
+        if formula:
+            problems.extend(CatalogProblem(line, msg) for msg in formula)
+            continue
         code = row["code"]
         if not code:
             problems.append(CatalogProblem(line, "empty code"))
@@ -60,7 +77,7 @@ def parse_catalog(text: str, source: str = "<catalog>") -> list[Protocol]:
         modality = row["modality"].upper()
         if modality not in MODALITIES:
             problems.append(
-                CatalogProblem(line, f"{code}: unknown modality {row['modality']!r} (known: {', '.join(MODALITIES)})")
+                CatalogProblem(line, f"{code}: field 'modality': unknown modality (known: {', '.join(MODALITIES)})")
             )
         protocols.append(
             Protocol(
@@ -101,6 +118,11 @@ def sync_catalog(session: Session, protocols: Sequence[Protocol]) -> dict[str, i
 
     Protocols no longer listed are deactivated, not deleted: past decisions still name them.
     """
+    problems = [CatalogProblem(i, f"{p.code if not p.code.startswith(FORMULA_START) else '?'}: {msg}")
+                for i, p in enumerate(protocols, 1) for c in REQUIRED_COLUMNS
+                if (msg := formula_problem(c, getattr(p, c, "")))]
+    if problems:  # the same rule for a catalog edited in the app as for an imported CSV
+        raise CatalogError("<catalog>", problems)
     existing = {row.code: row for row in session.scalars(select(ProtocolRow))}
     added = updated = 0
     for p in protocols:

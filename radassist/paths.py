@@ -39,3 +39,19 @@ def default_db_path() -> Path:
 
 def default_catalog_path() -> Path:
     return RESOURCES_DIR / "protocols.csv"
+
+
+def audit_key_path(db_path: str | Path | None = None) -> Path:
+    """The site key that anchors the audit chain (HMAC), kept outside the database.
+
+    ``RADASSIST_AUDIT_KEY_FILE`` names it when set (a site keeps it where database users cannot
+    write); otherwise it lies next to the database as ``<database>.audit-key``, or in the user's
+    data folder for a database without a file.
+    """
+    configured = os.environ.get("RADASSIST_AUDIT_KEY_FILE")
+    if configured:
+        return Path(configured).expanduser()
+    if db_path:
+        db_path = Path(db_path)
+        return db_path.with_name(db_path.name + ".audit-key")
+    return data_dir() / "audit.key"

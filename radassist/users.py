@@ -13,8 +13,6 @@ exception cannot undo the lockout count.
 """
 from __future__ import annotations
 
-import hashlib
-
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, ROLES, SYSTEM, Actor, require
 from radassist.audit import record_event
+from radassist.paths import RESOURCES_DIR
 from radassist.store.models import UserRow, utcnow
 
 MAX_FAILED_ATTEMPTS = 5
@@ -33,6 +32,9 @@ LOCKOUT_MINUTES = 15          # default lockout after MAX_FAILED_ATTEMPTS failur
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024    # argon2 handles long input, but bound the work per attempt
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+COMMON_PASSWORDS_FILE = RESOURCES_DIR / "common_passwords.txt"  # see resources/make_common_passwords.py
+_COMMON: frozenset[str] | None = None
+_EDGE_JUNK = re.compile(r"^[\W\d_]+|[\W\d_]+$")
 
 # Module-level so that tests may swap in cheaper parameters; check_needs_rehash upgrades
 # stored hashes on the next successful sign-in whenever the parameters change.
@@ -97,16 +99,47 @@ def check_username(username: str) -> str:
     return username
 
 
+def common_passwords() -> frozenset[str]:
+    """The shipped list of common passwords (lower case), loaded once."""
+    global _COMMON
+    if _COMMON is None:
+        with open(COMMON_PASSWORDS_FILE, encoding="utf-8") as fh:
+            _COMMON = frozenset(line.rstrip("\n") for line in fh if line.strip() and not line.startswith("#"))
+    return _COMMON
+
+
+def is_common_password(password: str) -> bool:
+    """In the shipped list, as typed or once leading/trailing digits and symbols are stripped
+    ("Football1987!" is "football")."""
+    lowered = password.strip().lower()
+    common = common_passwords()
+    if lowered in common:
+        return True
+    base = _EDGE_JUNK.sub("", lowered)
+    return len(base) >= 4 and base in common
+
+
 def check_password(password: str, username: str = "") -> None:
-    """Password policy. Raises PasswordPolicyError (the message never repeats the password)."""
+    """Password policy. Raises PasswordPolicyError (the message never repeats the password).
+
+    At least MIN_PASSWORD_LENGTH characters, not blank, not the user name nor containing it
+    (names of 3 characters or more), not a common password (resources/common_passwords.txt).
+    """
     if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
         raise PasswordPolicyError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise PasswordPolicyError(f"password must have at most {MAX_PASSWORD_LENGTH} characters")
     if not password.strip():
         raise PasswordPolicyError("password must not be blank")
-    if username and password.strip().lower() == username.strip().lower():
+    name = (username or "").strip().lower()
+    lowered = password.strip().lower()
+    if name and lowered == name:
         raise PasswordPolicyError("password must not be the username")
+    if len(name) >= 3 and name in lowered:
+        raise PasswordPolicyError("password must not contain the username")
+    if is_common_password(password):
+        raise PasswordPolicyError("password is too common (it is on the list of refused passwords): "
+                                  "choose a longer, less guessable one")
 
 
 def check_role(role: str) -> str:
@@ -170,10 +203,11 @@ def get_user(session: Session, actor: Actor, username: str) -> UserInfo:
 # --- management -----------------------------------------------------------------------------
 
 def _add(session: Session, actor: Actor, username: str, password: str, role: str, full_name: str,
-         details: dict | None = None) -> UserInfo:
+         details: dict | None = None, *, policy: bool = True) -> UserInfo:
     username = check_username(username)
     check_role(role)
-    check_password(password, username)
+    if policy:
+        check_password(password, username)
     if _get(session, username) is not None:
         raise UserError(f"a user named {username!r} already exists")
     row = UserRow(username=username, full_name=(full_name or "").strip()[:200], role=role,
@@ -277,12 +311,11 @@ def _check_credentials(session: Session, username: str, password: str, action: s
     row = _get(session, username) if username else None
     entity = f"user:{username}"
     if row is None:
-        # What was typed may be a password typed in the wrong field: keep only a digest of it,
-        # enough to correlate repeated attempts without storing the text.
+        # What was typed may be a password typed in the wrong field: record only that an unknown
+        # name was tried. No digest either: a short hash of a password falls to a dictionary.
         _burn_time(password or "")
-        digest = hashlib.sha256(username.encode()).hexdigest()[:12]
         record_event(session, Actor("unknown", "unknown"), action, entity="user:unknown", outcome="failure",
-                     details={"reason": "unknown user", "attempted_sha256": digest})
+                     details={"reason": "unknown user"})
         session.commit()
         raise AuthenticationError()
     actor = Actor(row.username, row.role)
@@ -367,11 +400,15 @@ def demo_users() -> list[DemoUser]:
 
 
 def seed_demo_users(session: Session) -> int:
-    """Create the demo users that do not exist yet; returns how many were created."""
+    """Create the demo users that do not exist yet; returns how many were created.
+
+    Their documented passwords contain the user name, so the policy is not applied to them:
+    demo databases only.
+    """
     created = 0
     for user in demo_users():
         if _get(session, user.username) is None:
             _add(session, SYSTEM, user.username, user.password, user.role, user.full_name,
-                 details={"demo": True})
+                 details={"demo": True}, policy=False)
             created += 1
     return created

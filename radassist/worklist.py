@@ -5,7 +5,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from radassist.access import Actor, require
@@ -165,11 +165,84 @@ def record_decision(session: Session, actor: Actor, decision: DecisionInput) -> 
 
 
 def latest_decisions(session: Session, since: datetime | None = None) -> list[DecisionRow]:
-    """The latest decision per order (a re-decided order counts once, with its last answer)."""
-    query = select(DecisionRow).order_by(DecisionRow.id)
+    """The latest decision per order (a re-decided order counts once, with its last answer).
+
+    Orders whose decision was reverted (back in To do) have no current decision and are left out.
+    """
+    query = (select(DecisionRow).join(OrderRow, OrderRow.id == DecisionRow.order_id)
+             .where(OrderRow.status == "done").order_by(DecisionRow.id))
     if since is not None:
         query = query.where(DecisionRow.decided_at >= since)
     latest: dict[int, DecisionRow] = {}
     for row in session.scalars(query):
         latest[row.order_id] = row
     return list(latest.values())
+
+
+class RevertError(DecisionError):
+    """The decision cannot be reverted (already reverted, replaced by a later one, someone else's)."""
+
+
+def revert_decision(session: Session, actor: Actor, decision_id: int) -> OrderRow:
+    """Undo a decision: the order goes back to To do, in one transaction with its audit event.
+
+    Only the latest decision of an order that is still done can be reverted, and only by the user who
+    made it (an admin may revert anyone's). The decision row stays (the audit trail refers to it);
+    an order in To do has no current decision, so training and the worklist ignore it.
+    The caller commits (``Database.session()`` does).
+    """
+    require(actor, "order.decide")
+    row = session.get(DecisionRow, decision_id)
+    if row is None:
+        raise RevertError(f"no decision with id {decision_id}")
+    order = session.get(OrderRow, row.order_id)
+    if row.username != actor.username and not actor.can("users.manage"):
+        raise RevertError(f"the decision on {order.accession} was made by {row.username}; only they can undo it")
+    if order.status != "done":
+        raise RevertError(f"{order.accession} is already back in To do")
+    latest_id = session.scalar(select(func.max(DecisionRow.id)).where(DecisionRow.order_id == order.id))
+    if latest_id != row.id:
+        raise RevertError(f"{order.accession} was decided again since; undo that decision instead")
+    order.status = "todo"
+    session.flush()
+    record_event(session, actor, "decision.revert", entity=f"order:{order.accession}",
+                 details={"decision_id": row.id, "final": row.final_code, "action": row.action,
+                          "suggested": row.suggested_code, "decided_by": row.username})
+    return order
+
+
+@dataclass(frozen=True)
+class DecisionSummary:
+    """What the worklist shows for a decided order."""
+
+    decision_id: int
+    final_code: str
+    action: str  # accepted | overridden
+    username: str
+    decided_at: datetime | None
+
+
+def current_decisions(session: Session) -> dict[int, DecisionSummary]:
+    """Order id -> its current (latest) decision, for orders that are done."""
+    latest = (select(DecisionRow.order_id, func.max(DecisionRow.id).label("last_id"))
+              .group_by(DecisionRow.order_id).subquery())
+    rows = session.execute(
+        select(DecisionRow.id, DecisionRow.order_id, DecisionRow.final_code, DecisionRow.action,
+               DecisionRow.username, DecisionRow.decided_at)
+        .join(latest, latest.c.last_id == DecisionRow.id)
+        .join(OrderRow, OrderRow.id == DecisionRow.order_id)
+        .where(OrderRow.status == "done"))
+    return {order_id: DecisionSummary(id_, code, action, user, at)
+            for id_, order_id, code, action, user, at in rows}
+
+
+def stored_flags(session: Session) -> dict[int, list[SafetyFlag]]:
+    """Order id -> the flags assessed with its latest suggestions (orders without any are left out)."""
+    out: dict[int, list[SafetyFlag]] = {}
+    rows = session.execute(select(SuggestionRow.order_id, SuggestionRow.flags_json)
+                           .order_by(SuggestionRow.created_at, SuggestionRow.id))
+    for order_id, payload in rows:
+        flags = [SafetyFlag.from_json(f) for f in json.loads(payload or "[]")]
+        if flags or order_id not in out:
+            out[order_id] = flags
+    return out

@@ -93,7 +93,8 @@ def test_edited_row_with_recomputed_hash_breaks_the_next_link(filled):
     conn.execute("UPDATE audit_events SET username = ?, hash = ? WHERE id = 4", ("mallory", forged))
     conn.close()
     result = verify(filled)
-    assert not result.ok and result.first_bad_id == 5 and "chain" in result.reason
+    # The HMAC catches the re-hashed event itself (without the key, the next link would break).
+    assert not result.ok and result.first_bad_id == 4 and "site key" in result.reason
 
 
 def test_deleted_row_is_detected_after_dropping_the_triggers(filled):
@@ -160,7 +161,8 @@ def test_insert_into_a_gap_is_detected(filled):
     _insert(conn, 5, t, prev)  # a forged row, correctly hashed and chained to event 4
     conn.close()
     result = verify(filled)
-    assert not result.ok and result.first_bad_id == 6
+    # Without the site key the forger cannot sign it: the forged row itself is named.
+    assert not result.ok and result.first_bad_id == 5 and "no HMAC" in result.reason
 
 
 def test_insert_with_id_gap_is_detected(filled):
@@ -210,11 +212,13 @@ def test_export_requires_permission_and_is_audited(filled, tmp_path):
         _export(filled, RAD, "csv", tmp_path / "x.csv")
     assert not (tmp_path / "x.csv").exists()
     result = _export(filled, AUDITOR_ACTOR, "csv", tmp_path / "a.csv")
-    assert result.count == 11  # the export event itself is in the export
+    # 10 events and the refusal of the radiologist's export; the export itself is audited once
+    # the file is complete, so its own event comes after
+    assert result.count == 11
     with filled.session() as s:
         last = audit.query_events(s, newest_first=True, limit=1)[0]
     assert (last.action, last.username, last.entity) == ("audit.export", "aud", "file:a.csv")
-    assert json.loads(last.details)["format"] == "csv"
+    assert json.loads(last.details)["format"] == "csv" and json.loads(last.details)["count"] == 11
     assert stat.S_IMODE(os.stat(tmp_path / "a.csv").st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
@@ -222,7 +226,7 @@ def test_export_requires_permission_and_is_audited(filled, tmp_path):
 def test_csv_round_trip(filled, tmp_path):
     _export(filled, AUDITOR_ACTOR, "csv", tmp_path / "a.csv")
     with filled.session() as s:
-        expected = audit.query_events(s)
+        expected = audit.query_events(s)[:-1]  # all but the export's own event
     with open(tmp_path / "a.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     back = [audit.AuditEvent(**{**r, "id": int(r["id"])}) for r in rows]
@@ -232,7 +236,7 @@ def test_csv_round_trip(filled, tmp_path):
 def test_json_round_trip(filled, tmp_path):
     _export(filled, ADMIN_ACTOR, "json", tmp_path / "a.json")
     with filled.session() as s:
-        expected = audit.query_events(s)
+        expected = audit.query_events(s)[:-1]  # all but the export's own event
     doc = json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))
     assert doc["count"] == len(doc["events"]) == len(expected)
     back = [audit.AuditEvent(**{**e, "details": json.dumps(e["details"], sort_keys=True, separators=(",", ":"),
@@ -248,9 +252,10 @@ def test_fhir_bundle_validates_and_has_one_entry_per_event(filled, tmp_path):
     from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
     from fhir.resources.R4B.bundle import Bundle
 
+    _export(filled, AUDITOR_ACTOR, "fhir", tmp_path / "a.json")  # a first export, to see its kind
     _export(filled, AUDITOR_ACTOR, "fhir", tmp_path / "a.json")
     with filled.session() as s:
-        expected = audit.query_events(s)
+        expected = audit.query_events(s)[:-1]  # all but the last export's own event
     doc = json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))
     bundle = Bundle.model_validate(doc)
     assert bundle.type == "collection"
@@ -292,8 +297,8 @@ def test_export_date_range_and_progress(filled, tmp_path):
         day = audit.query_events(s)[0].recorded_at[:10]
     result = _export(filled, AUDITOR_ACTOR, "json", tmp_path / "r.json", since=day, until=day,
                      progress=lambda done, total: calls.append((done, total)))
-    assert result.count == 11
-    assert calls[0] == (0, 11) and calls[-1] == (11, 11)
+    assert result.count == 10
+    assert calls[0] == (0, 10) and calls[-1] == (10, 10)
 
 
 def test_export_cancel_leaves_nothing(filled, tmp_path):
@@ -347,9 +352,9 @@ def test_cli_export_needs_auditor_or_admin(db, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
     with db.session() as s:
-        users.bootstrap_admin(s, "boss", "boss-pass-1")
-        users.create_user(s, ADMIN_ACTOR, "aud", "aud-pass-1", AUDITOR)
-        users.create_user(s, ADMIN_ACTOR, "rad", "rad-pass-1", RADIOLOGIST)
+        users.bootstrap_admin(s, "boss", "Chief-Key-81")
+        users.create_user(s, ADMIN_ACTOR, "aud", "Checker-Key-83", AUDITOR)
+        users.create_user(s, ADMIN_ACTOR, "rad", "Reader-Key-82", RADIOLOGIST)
     dbp = str(db.path)
 
     def run(user, password, *extra):
@@ -357,9 +362,9 @@ def test_cli_export_needs_auditor_or_admin(db, tmp_path, monkeypatch, capsys):
         return main(["audit", "export", "--format", "fhir", "--out", str(tmp_path / f"{user}.json"),
                      "--user", user, "--password-stdin", "--db", dbp, *extra])
 
-    assert run("rad", "rad-pass-1") == 3
+    assert run("rad", "Reader-Key-82") == 3
     assert run("aud", "wrong-pass") == 3
-    assert run("aud", "aud-pass-1", "--since", "2000-01-01") == 0
+    assert run("aud", "Checker-Key-83", "--since", "2000-01-01") == 0
     assert "exported" in capsys.readouterr().out
-    assert run("aud", "aud-pass-1", "--since", "not-a-date") == 2
+    assert run("aud", "Checker-Key-83", "--since", "not-a-date") == 2
     assert main(["audit", "verify", "--db", dbp]) == 0

@@ -28,7 +28,7 @@ ORDERS = [
      "clinical_notes": "Pulmonary embolism suspected", "patient_name": "Roe, Rick", "mrn": "MRN-992",
      "ordered_at": "2024-01-01T09:00:00Z"},
 ]
-PASSWORDS = ("rad-demo-1", "admin-demo-1", "audit-demo-1", "wrong-password-1", "new-password-42", "nurse-pass-1")
+PASSWORDS = ("rad-demo-1", "admin-demo-1", "audit-demo-1", "wrong-password-1", "new-password-42", "Ward-Key-84")
 
 # issue 6: the actions that must be audited, and the action names that record them
 REQUIRED = {
@@ -82,7 +82,7 @@ def test_every_listed_action_is_audited_and_the_chain_verifies(tmp_path, monkeyp
     with db.session() as s:
         assert users.authenticate(s, "rad", "rad-demo-1") == RAD
     with db.session() as s:
-        users.create_user(s, ADM, "nurse", "nurse-pass-1", RADIOLOGIST, "N. Urse")
+        users.create_user(s, ADM, "nurse", "Ward-Key-84", RADIOLOGIST, "N. Urse")
     for _ in range(users.MAX_FAILED_ATTEMPTS):
         with pytest.raises(users.AuthenticationError), db.session() as s:
             users.authenticate(s, "nurse", "wrong-password-1")
@@ -171,7 +171,8 @@ def test_every_listed_action_is_audited_and_the_chain_verifies(tmp_path, monkeyp
 
 
 def test_refused_actions_leave_the_trail_intact(tmp_path):
-    """Role checks happen in the core: a radiologist's admin calls are refused and change nothing."""
+    """Role checks happen in the core: a radiologist's admin calls are refused and change nothing
+    but the log, which records each refusal (issue 11: 11 refused attempts left no trace)."""
     from radassist.store import open_database
 
     db = open_database(tmp_path / "r.db")
@@ -188,7 +189,12 @@ def test_refused_actions_leave_the_trail_intact(tmp_path):
         with pytest.raises(PermissionDenied), db.session() as s:
             call(s)
     with db.session() as s:
-        assert audit.count_events(s) == before
+        assert audit.count_events(s) == before + 6
+        refused = audit.query_events(s, action="access.refused")
         assert audit.verify_chain(s).ok
+    assert [(e.username, e.outcome, e.details_dict["permission"]) for e in refused] == [
+        ("rad", "refused", "users.manage"), ("rad", "refused", "users.manage"),
+        ("rad", "refused", "settings.change"), ("rad", "refused", "training.start"),
+        ("auditor", "refused", "model.promote"), ("rad", "refused", "audit.export")]
     assert not (tmp_path / "x.csv").exists()
     db.dispose()

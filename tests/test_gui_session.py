@@ -129,19 +129,30 @@ def test_idle_lock_keeps_the_open_order_and_is_audited(qtbot, sdb, tmp_path):
         assert audit.verify_chain(s).ok
 
 
-def test_idle_lock_sign_out_closes_the_window_and_is_audited(qtbot, sdb, tmp_path):
+def test_idle_lock_sign_out_returns_to_sign_in_and_cancel_closes_the_window(qtbot, sdb, tmp_path):
     window = build_window(qtbot, sdb, tmp_path, RAD, start_worker=False)
     seen: list = []
+    during: dict = {}
 
     def steps(dlg):
-        window.idle_watcher.set_minutes(10)
-        dlg.sign_out_button.click()
+        if dlg.sign_out_button is not None:  # the unlock dialog: sign out from there
+            window.idle_watcher.set_minutes(10)
+            dlg.sign_out_button.click()
+            drive_unlock_dialog(qtbot, steps, seen)  # then the sign-in dialog comes
+            return
+        during["window_hidden"] = not window.isVisible()
+        during["username"] = dlg.username_edit.text()
+        dlg.reject()  # nobody signs in: the app closes
 
     drive_unlock_dialog(qtbot, steps, seen)
     window.idle_watcher.set_minutes(0.001)
-    qtbot.waitUntil(lambda: bool(seen) and not window.isVisible(), timeout=10000)
+    qtbot.waitUntil(lambda: len(seen) == 2 and not seen[1].isVisible(), timeout=10000)
     assert seen[0].signed_out
+    assert during == {"window_hidden": True, "username": ""}
+    assert not window.isVisible()
+    # one sign-out (closing after it records no second one)
     assert actions(sdb, username="rad")[-2:] == ["session.lock", "signout"]
+    assert actions(sdb, username="rad").count("signout") == 1
 
 
 def test_user_input_postpones_the_idle_lock(qtbot, sdb, tmp_path):
@@ -272,3 +283,60 @@ def test_audit_viewer_columns_fit_time_role_and_action(qtbot, sdb):
     details = model.index(row, 6).data()
     assert "final: CT-HEAD-WWO" in details and "{" not in details
     assert not table.wordWrap()
+
+
+# --- sign out, switch user, quit ------------------------------------------------------------------
+
+def test_sign_out_returns_to_sign_in_and_keeps_the_engine(qtbot, sdb, tmp_path):
+    window = build_window(qtbot, sdb, tmp_path, RAD)
+    qtbot.waitUntil(lambda: bool(window.engine_info.get("model_id")), timeout=10000)
+    worker, model_id = window.worker, window.engine_info["model_id"]
+    assert "Settings…" not in tool_texts(window)
+    seen: list = []
+    during: dict = {}
+
+    def steps(dlg):
+        during["hidden"] = not window.isVisible()
+        during["demo_label"] = dlg.demo_label
+        dlg.username_edit.setText("admin")
+        dlg.password_edit.setText("admin-demo-1")
+        dlg.try_sign_in()
+
+    drive_unlock_dialog(qtbot, steps, seen)
+    window.act_sign_out.trigger()
+    qtbot.waitUntil(lambda: bool(seen) and not seen[0].isVisible() and window.isVisible(), timeout=10000)
+    assert during == {"hidden": True, "demo_label": None}  # not demo mode: no accounts listed
+    assert window.actor == ADM and "admin" in window.user_label.text().lower()
+    assert window.worker is worker and window.engine_info["model_id"] == model_id  # not reloaded
+    assert "Settings…" in tool_texts(window)
+    qtbot.waitUntil(lambda: window.order_view.order is not None)
+    assert actions(sdb, username="rad")[-1] == "signout"
+    assert actions(sdb, username="admin")[-2:] == ["signin", "order.open"]
+    window.close()  # quitting signs the admin out
+    assert actions(sdb, username="admin")[-1] == "signout"
+    assert actions(sdb, username="rad").count("signout") == 1
+
+
+def test_quit_records_a_sign_out(qtbot, sdb, tmp_path):
+    window = build_window(qtbot, sdb, tmp_path, RAD, start_worker=False)
+    window.act_quit.trigger()
+    assert not window.isVisible()
+    assert actions(sdb, username="rad")[-1] == "signout"
+
+
+def test_demo_sign_in_dialog_lists_the_demo_accounts(qtbot, sdb):
+    from radassist.gui.app import make_login_dialog
+
+    dialog = make_login_dialog(sdb, demo=True)
+    qtbot.addWidget(dialog)
+    text = dialog.demo_label.text()
+    for user, password in (("rad", "rad-demo-1"), ("admin", "admin-demo-1"), ("auditor", "audit-demo-1")):
+        assert user in text and password in text
+    assert dialog.username_edit.text() == "rad"
+    dialog.resize(dialog.sizeHint())
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    dialog.grab().save("/tmp/shots/login_demo.png") if __import__("os").path.isdir("/tmp/shots") else None
+    plain = make_login_dialog(sdb, demo=False)
+    qtbot.addWidget(plain)
+    assert plain.demo_label is None

@@ -21,7 +21,7 @@ def test_model_passes_qt_model_tester(qtmodeltester, tmp_path):
     db = make_db(tmp_path)
     model = WorklistModel(db, poll_ms=60_000)
     assert model.rowCount() == len(ORDERS)
-    assert model.columnCount() == len(HEADERS) == 9
+    assert model.columnCount() == len(HEADERS) == 10  # with the flags column
     qtmodeltester.check(model)
     proxy = WorklistProxy()
     proxy.setSourceModel(model)

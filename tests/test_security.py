@@ -109,3 +109,55 @@ def test_failed_sign_in_never_records_the_password(tmp_path):
     assert "Wrong-Secret-77" not in text and "Other-Secret-88" not in text
     assert "argon2" not in text  # no hash either
     db.dispose()
+
+
+# --- issue 11, item 8: SQL parameters never reach logs or stderr -----------------------------
+
+NOTE = "Pt with anaphylaxis to iodinated contrast, MRN-55501 Doe Jane"
+
+
+def test_database_errors_and_logs_never_show_sql_parameters(tmp_path, caplog):
+    """Issue 11: database errors printed the SQL parameters (clinical notes) to stderr."""
+    import logging
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from radassist.store import open_database
+
+    db = open_database(tmp_path / "p.db")
+    insert = text("INSERT INTO settings (key, value_json, updated_at, updated_by) VALUES (:k, :v, :t, :u)")
+    params = {"k": "dup", "v": NOTE, "t": "2026-01-01 00:00:00", "u": "x"}
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
+    with db.session() as s:
+        s.execute(insert, params)
+    with pytest.raises(IntegrityError) as info, db.session() as s:
+        s.execute(insert, params)
+    assert "UNIQUE constraint failed" in str(info.value)
+    assert NOTE not in str(info.value) and "MRN-55501" not in repr(info.value)
+    assert "INSERT INTO settings" in caplog.text  # the statements are logged ...
+    assert NOTE not in caplog.text and "MRN-55501" not in caplog.text  # ... never their values
+    db.dispose()
+
+
+def test_cli_error_on_a_database_failure_names_no_value(tmp_path, monkeypatch, capsys):
+    """The command line's catch-all prints the exception: with hidden parameters, no note text."""
+    from sqlalchemy import text
+
+    from radassist.cli import main
+    from radassist.commands import catalog as catalog_cmd
+    from radassist.store import open_database
+
+    db = open_database(tmp_path / "q.db")
+
+    def failing(args):
+        with db.session() as s:
+            insert = text("INSERT INTO settings (key, value_json, updated_at, updated_by) VALUES (:k, :v, :t, :u)")
+            for _ in range(2):
+                s.execute(insert, {"k": "dup", "v": NOTE, "t": "2026-01-01 00:00:00", "u": "x"})
+
+    monkeypatch.setattr(catalog_cmd, "run_catalog_list", failing)
+    assert main(["catalog", "list", "--db", str(tmp_path / "q.db")]) == 1
+    err = capsys.readouterr().err
+    assert "IntegrityError" in err and NOTE not in err and "MRN-55501" not in err
+    db.dispose()

@@ -18,10 +18,10 @@ pytestmark = pytest.mark.usefixtures("fast_hasher")
 @pytest.fixture
 def people(db):
     with db.session() as s:
-        users.bootstrap_admin(s, "boss", "boss-pass-1")
+        users.bootstrap_admin(s, "boss", "Chief-Key-81")
         boss = Actor("boss", ADMIN)
-        users.create_user(s, boss, "rad", "rad-pass-1", RADIOLOGIST, "Dr Rad")
-        users.create_user(s, boss, "aud", "aud-pass-1", AUDITOR)
+        users.create_user(s, boss, "rad", "Reader-Key-82", RADIOLOGIST, "Dr Rad")
+        users.create_user(s, boss, "aud", "Checker-Key-83", AUDITOR)
     return {"admin": boss, "radiologist": Actor("rad", RADIOLOGIST), "auditor": Actor("aud", AUDITOR)}
 
 
@@ -34,14 +34,14 @@ def test_password_is_hashed_with_argon2id_and_never_stored_or_audited(db, people
     with db.session() as s:
         row = s.scalar(select(UserRow).where(UserRow.username == "rad"))
         assert row.password_hash.startswith("$argon2id$")
-        assert "rad-pass-1" not in row.password_hash
+        assert "Reader-Key-82" not in row.password_hash
         texts = " ".join(e.details + e.entity for e in audit.query_events(s))
     assert "pass-1" not in texts
 
 
 def test_authenticate_success_returns_actor_and_audits(db, people):
     with db.session() as s:
-        actor = users.authenticate(s, "rad", "rad-pass-1")
+        actor = users.authenticate(s, "rad", "Reader-Key-82")
     assert actor == Actor("rad", RADIOLOGIST)
     ev = events(db, "signin")[-1]
     assert (ev.username, ev.role, ev.outcome) == ("rad", RADIOLOGIST, "success")
@@ -68,7 +68,13 @@ def test_text_typed_as_unknown_username_is_not_stored(db, people):
             users.authenticate(s, "Sup3rSecret!pw", "x")
     failure = events(db, "signin")[-1]
     assert failure.username == "unknown" and failure.entity == "user:unknown"
-    assert "Sup3rSecret" not in failure.details and "attempted_sha256" in failure.details
+    # issue 11: not even a digest (a 12-hex SHA-256 prefix fell to a dictionary in 0.02 s)
+    assert "Sup3rSecret" not in failure.details and "sha256" not in failure.details
+    assert failure.details_dict == {"reason": "unknown user"}
+    import hashlib
+
+    for n in (8, 12, 16, 64):
+        assert hashlib.sha256(b"Sup3rSecret!pw").hexdigest()[:n] not in repr(events(db))
 
 
 def test_failed_attempts_survive_the_callers_rollback(db, people):
@@ -92,7 +98,7 @@ def test_five_failures_lock_the_account_and_admin_unlocks(db, people):
     # Locked: even the right password is refused.
     with pytest.raises(users.AccountLocked) as locked:
         with db.session() as s:
-            users.authenticate(s, "rad", "rad-pass-1")
+            users.authenticate(s, "rad", "Reader-Key-82")
     assert "locked" in str(locked.value).lower()
     assert events(db, "user.lockout")
     # Only an admin can unlock.
@@ -102,7 +108,7 @@ def test_five_failures_lock_the_account_and_admin_unlocks(db, people):
     with db.session() as s:
         users.unlock_user(s, people["admin"], "rad")
     with db.session() as s:
-        assert users.authenticate(s, "rad", "rad-pass-1").username == "rad"
+        assert users.authenticate(s, "rad", "Reader-Key-82").username == "rad"
     assert events(db, "user.unlock")[-1].username == "boss"
 
 
@@ -116,7 +122,7 @@ def test_lock_expires_after_the_configured_time(db, people):
         assert timedelta(seconds=50) < row.locked_until - utcnow() <= timedelta(minutes=1)
         row.locked_until = utcnow() - timedelta(seconds=1)  # time passes
     with db.session() as s:
-        assert users.authenticate(s, "rad", "rad-pass-1").username == "rad"
+        assert users.authenticate(s, "rad", "Reader-Key-82").username == "rad"
 
 
 def test_success_resets_the_failure_counter(db, people):
@@ -125,7 +131,7 @@ def test_success_resets_the_failure_counter(db, people):
             with db.session() as s:
                 users.authenticate(s, "rad", "bad-password")
     with db.session() as s:
-        users.authenticate(s, "rad", "rad-pass-1")
+        users.authenticate(s, "rad", "Reader-Key-82")
     for _ in range(4):  # four more failures do not lock: the counter started again
         with pytest.raises(users.AuthenticationError) as exc:
             with db.session() as s:
@@ -138,7 +144,7 @@ def test_disabled_user_cannot_sign_in(db, people):
         users.disable_user(s, people["admin"], "rad")
     with pytest.raises(users.AuthenticationError) as exc:
         with db.session() as s:
-            users.authenticate(s, "rad", "rad-pass-1")
+            users.authenticate(s, "rad", "Reader-Key-82")
     assert str(exc.value) == str(users.AuthenticationError())
     assert events(db, "user.disable")
 
@@ -164,15 +170,52 @@ def test_password_policy(db, people):
             users.create_user(s, people["admin"], "x", "another-pass", "superuser")
 
 
+@pytest.mark.parametrize("password", ["password", "12345678", "aaaaaaaa", "Password1", "PASSWORD2024!",
+                                      "qwertyuiop", "1qaz2wsx", "iloveyou1", "Football1987!", "87654321",
+                                      "abcabcabc", "11111111", "P@ssw0rd", "letmein123", "radiology2025"])
+def test_common_passwords_are_refused(db, people, password):
+    """Issue 11: the policy was length only (`password`, `12345678`, `aaaaaaaa` were accepted)."""
+    with pytest.raises(users.PasswordPolicyError, match="too common") as info, db.session() as s:
+        users.create_user(s, people["admin"], "newbie", password, RADIOLOGIST)
+    assert password == "password" or password not in str(info.value)
+    with pytest.raises(users.PasswordPolicyError, match="too common"), db.session() as s:
+        users.set_password(s, people["admin"], "aud", password)
+
+
+@pytest.mark.parametrize("password", ["drsmith-2025", "xx-DrSmith-xx", "DRSMITH1", "DrSmith-Rules"])
+def test_passwords_equal_to_or_containing_the_username_are_refused(db, people, password):
+    with pytest.raises(users.PasswordPolicyError, match="username"), db.session() as s:
+        users.create_user(s, people["admin"], "drsmith", password, RADIOLOGIST)
+
+
+def test_reasonable_passwords_are_accepted(db, people):
+    with db.session() as s:
+        for i, password in enumerate(("Correct-Horse-42!", "Tulip-Harbor-93", "mauve ladder quietly")):
+            users.create_user(s, people["admin"], f"user{i}", password, RADIOLOGIST)
+
+
+def test_the_shipped_common_password_list(tmp_path):
+    """At least 10,000 entries of 8+ characters, lower case, and exactly what the generator makes."""
+    import subprocess
+    import sys
+
+    common = users.common_passwords()
+    assert sum(len(p) >= 8 for p in common) >= 10_000
+    assert all(p == p.lower() and p.strip() == p for p in common)
+    gen = users.COMMON_PASSWORDS_FILE.parent / "make_common_passwords.py"
+    check = subprocess.run([sys.executable, str(gen), "--check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+
+
 def test_bootstrap_only_on_an_empty_database(db):
     with db.session() as s:
         assert users.needs_bootstrap(s)
-        users.bootstrap_admin(s, "first", "first-pass-1")
+        users.bootstrap_admin(s, "first", "Alpha-Key-85")
     with pytest.raises(users.UserError):
         with db.session() as s:
-            users.bootstrap_admin(s, "second", "second-pass-1")
+            users.bootstrap_admin(s, "second", "Beta-Key-86")
     with db.session() as s:
-        assert users.authenticate(s, "first", "first-pass-1").role == ADMIN
+        assert users.authenticate(s, "first", "Alpha-Key-85").role == ADMIN
 
 
 def test_set_password_own_and_by_admin(db, people):
@@ -181,7 +224,7 @@ def test_set_password_own_and_by_admin(db, people):
         with db.session() as s:
             users.set_password(s, rad, "rad", "new-pass-123", current_password="wrong-one")
     with db.session() as s:
-        users.set_password(s, rad, "rad", "new-pass-123", current_password="rad-pass-1")
+        users.set_password(s, rad, "rad", "new-pass-123", current_password="Reader-Key-82")
     with pytest.raises(PermissionDenied):
         with db.session() as s:
             users.set_password(s, rad, "aud", "new-pass-123")
@@ -194,7 +237,7 @@ def test_set_password_own_and_by_admin(db, people):
 def test_rehash_when_parameters_change(db, people, monkeypatch):
     monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=2, memory_cost=64, parallelism=1))
     with db.session() as s:
-        users.authenticate(s, "rad", "rad-pass-1")
+        users.authenticate(s, "rad", "Reader-Key-82")
         h = s.scalar(select(UserRow.password_hash).where(UserRow.username == "rad"))
     assert "t=2" in h
 
@@ -207,7 +250,7 @@ def test_idle_lock_and_unlock_are_audited(db, people):
         with db.session() as s:
             users.unlock_session(s, rad, "bad-password")
     with db.session() as s:
-        assert users.unlock_session(s, rad, "rad-pass-1") == rad
+        assert users.unlock_session(s, rad, "Reader-Key-82") == rad
         users.sign_out(s, rad)
     actions = [(e.action, e.outcome) for e in events(db) if e.username == "rad"]
     assert actions[-4:] == [("session.lock", "success"), ("session.unlock", "failure"),
@@ -301,30 +344,30 @@ def test_cli_users_flow(tmp_path, monkeypatch, capsys):
     rc, out = _cli(monkeypatch, capsys, "", "users", "add", "rad", "--role", "radiologist", "--password-stdin",
                    "--db", dbp)
     assert rc == 2 and "first user must be an admin" in out.err
-    assert _cli(monkeypatch, capsys, "boss-pass-1\n", "users", "add", "boss", "--role", "admin",
+    assert _cli(monkeypatch, capsys, "Chief-Key-81\n", "users", "add", "boss", "--role", "admin",
                 "--password-stdin", "--db", dbp)[0] == 0
     # Afterwards, adding needs an admin's credentials.
-    rc, out = _cli(monkeypatch, capsys, "rad-pass-11\n", "users", "add", "rad", "--role", "radiologist",
+    rc, out = _cli(monkeypatch, capsys, "Reader-Key-821\n", "users", "add", "rad", "--role", "radiologist",
                    "--password-stdin", "--db", dbp)
     assert rc != 0 and "--as" in out.err + str(rc)
-    rc, _ = _cli(monkeypatch, capsys, "boss-pass-1\nrad-pass-11\n", "users", "add", "rad", "--role",
+    rc, _ = _cli(monkeypatch, capsys, "Chief-Key-81\nReader-Key-821\n", "users", "add", "rad", "--role",
                  "radiologist", "--as", "boss", "--auth-password-stdin", "--password-stdin", "--db", dbp)
     assert rc == 0
     rc, out = _cli(monkeypatch, capsys, "wrong-pass\n", "users", "list", "--as", "boss",
                    "--auth-password-stdin", "--db", dbp)
     assert rc == 3 and "wrong-pass" not in out.err
-    rc, out = _cli(monkeypatch, capsys, "rad-pass-11\n", "users", "list", "--as", "rad",
+    rc, out = _cli(monkeypatch, capsys, "Reader-Key-821\n", "users", "list", "--as", "rad",
                    "--auth-password-stdin", "--db", dbp)
     assert rc == 3  # a radiologist is refused
-    rc, out = _cli(monkeypatch, capsys, "rad-pass-11\nrad-pass-22\n", "users", "passwd", "rad",
+    rc, out = _cli(monkeypatch, capsys, "Reader-Key-821\nReader-Key-922\n", "users", "passwd", "rad",
                    "--auth-password-stdin", "--password-stdin", "--db", dbp)
     assert rc == 0
-    rc, out = _cli(monkeypatch, capsys, "boss-pass-1\n", "users", "disable", "rad", "--as", "boss",
+    rc, out = _cli(monkeypatch, capsys, "Chief-Key-81\n", "users", "disable", "rad", "--as", "boss",
                    "--auth-password-stdin", "--db", dbp)
     assert rc == 0
-    rc, out = _cli(monkeypatch, capsys, "boss-pass-1\n", "users", "list", "--as", "boss",
+    rc, out = _cli(monkeypatch, capsys, "Chief-Key-81\n", "users", "list", "--as", "boss",
                    "--auth-password-stdin", "--db", dbp)
     assert rc == 0 and "rad" in out.out and "disabled" in out.out
-    rc, out = _cli(monkeypatch, capsys, "boss-pass-1\n", "users", "unlock", "rad", "--as", "boss",
+    rc, out = _cli(monkeypatch, capsys, "Chief-Key-81\n", "users", "unlock", "rad", "--as", "boss",
                    "--auth-password-stdin", "--db", dbp)
     assert rc == 0

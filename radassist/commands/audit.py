@@ -23,8 +23,15 @@ def register(subparsers) -> None:
     exp.set_defaults(func=cmd_export)
 
     ver = sub.add_parser("verify", parents=[db_parent()],
-                         help="check the hash chain; exit 1 naming the first bad event")
+                         help="check the hash chain and the HMACs; exit 1 naming the first bad event")
+    ver.add_argument("--against", metavar="FILE",
+                     help="a checkpoint file: also detect deleted last events and a rewritten chain")
     ver.set_defaults(func=cmd_verify)
+
+    cp = sub.add_parser("checkpoint", parents=[db_parent()],
+                        help="verify, then write the log's head to FILE (keep it away from the database)")
+    cp.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write (JSON, 0600)")
+    cp.set_defaults(func=cmd_checkpoint)
 
 
 def cmd_export(args) -> int:
@@ -58,11 +65,44 @@ def cmd_verify(args) -> int:
     db = open_db(args)
     try:
         with db.session() as session:
-            result = audit.verify_chain(session)
+            if args.against:
+                try:
+                    result = audit.verify_against(session, args.against)
+                except audit.CheckpointError as exc:
+                    print(f"radassist: error: {exc}", file=sys.stderr)
+                    return 2
+            else:
+                result = audit.verify_chain(session)
     finally:
         db.dispose()
     if result.ok:
-        print(f"audit log intact: {result.count} events, head {result.head_hash}")
+        against = f", matches the checkpoint {args.against}" if args.against else ""
+        print(f"audit log intact: {result.count} events ({result.anchored} anchored with the site key), "
+              f"head {result.head_id} {result.head_hash}{against}")
+        if result.note:
+            print(f"note: {result.note}")
+        if not args.against:
+            print("note: deleted last events show only against a checkpoint (audit verify --against FILE)")
         return 0
-    print(f"audit log BROKEN at event {result.first_bad_id}: {result.reason}")
+    where = f"at event {result.first_bad_id}" if result.first_bad_id else "against the checkpoint"
+    print(f"audit log BROKEN {where}: {result.reason}")
     return 1
+
+
+def cmd_checkpoint(args) -> int:
+    from radassist import audit
+
+    db = open_db(args)
+    try:
+        with db.session() as session:
+            try:
+                data = audit.write_checkpoint(session, args.out)
+            except audit.CheckpointError as exc:
+                print(f"radassist: error: {exc}", file=sys.stderr)
+                return 1
+    finally:
+        db.dispose()
+    signed = "signed with the site key" if data.get("mac") else "unsigned (no site key yet)"
+    print(f"checkpoint written to {args.out}: {data['count']} events, head {data['head_id']} "
+          f"{data['head_hash']} ({signed})")
+    return 0

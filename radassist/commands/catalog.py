@@ -46,6 +46,7 @@ def run_catalog_import(args) -> int:
 
 
 def run_catalog_list(args) -> int:
+    from radassist.audit import spreadsheet_safe
     from radassist.catalog import REQUIRED_COLUMNS, ensure_catalog
 
     db = open_db(args)
@@ -54,5 +55,6 @@ def run_catalog_list(args) -> int:
     writer = csv.writer(sys.stdout)
     writer.writerow(REQUIRED_COLUMNS)
     for p in protocols:
-        writer.writerow([getattr(p, c) for c in REQUIRED_COLUMNS])
+        # Escaped as well: a catalog stored before the import check could hold a formula.
+        writer.writerow([spreadsheet_safe(getattr(p, c)) for c in REQUIRED_COLUMNS])
     return 0

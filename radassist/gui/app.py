@@ -64,16 +64,28 @@ def sign_in(db, demo: bool, parent=None) -> Actor | None:
             QMessageBox.critical(parent, "RadAssist", "No user exists in this database yet. Create the first "
                                  "admin with:\n\n    radassist users add USERNAME --role admin")
             return None
-    dialog = LoginDialog(db, parent, username="rad" if demo else "")
-    if demo:
-        dialog.setWindowTitle("RadAssist demo: sign in (rad / rad-demo-1)")
+    dialog = make_login_dialog(db, demo, parent)
     if dialog.exec() != QDialog.DialogCode.Accepted:
         return None
     return dialog.actor
 
 
-def install_integrations(window, db, app) -> None:
-    """Tools menu entries and the idle lock, from the sign-in/audit modules when present."""
+def make_login_dialog(db, demo: bool, parent=None, username: str | None = None):
+    """The sign-in dialog; in demo mode it lists the demo accounts and their passwords."""
+    from radassist import users
+    from radassist.gui.login_dialog import LoginDialog
+
+    accounts = [(u.username, u.password, u.role) for u in users.demo_users()] if demo else []
+    default = username if username is not None else ("rad" if demo else "")
+    dialog = LoginDialog(db, parent, username=default, demo_accounts=accounts)
+    if demo:
+        dialog.setWindowTitle("RadAssist demo – sign in")
+    return dialog
+
+
+def install_integrations(window, db, app, demo: bool = False) -> None:
+    """Tools menu entries, the idle lock, sign-out (back to the sign-in dialog, the engine kept loaded)
+    and the sign-out recorded on quit, from the sign-in/audit modules when present."""
     try:
         from radassist.gui.audit_viewer import AuditViewer
     except ImportError:
@@ -99,11 +111,39 @@ def install_integrations(window, db, app) -> None:
     window.act_sign_out.setVisible(True)
     watcher = IdleLockWatcher(minutes=window.site.idle_lock_minutes, parent=window)
     window.idle_watcher = watcher
+    state = {"signed_in": True}
+
+    def record_sign_out():
+        if state["signed_in"]:
+            state["signed_in"] = False
+            with db.session() as session:
+                users.sign_out(session, window.actor)
 
     def sign_out():
-        with db.session() as session:
-            users.sign_out(session, window.actor)
-        window.close()
+        """Sign out, hide the worklist, and sign in again in the same window: the model stays loaded."""
+        record_sign_out()
+        watcher.pause()
+        window.hide()  # no patient data on screen while nobody is signed in
+        dialog = make_login_dialog(db, demo, window, username="")
+        window.login_dialog = dialog
+        accepted = dialog.exec() == QDialog.DialogCode.Accepted
+        window.login_dialog = None
+        actor = dialog.actor if accepted else None
+        if actor is None:
+            window.close()
+            return
+        if not actor.can("order.view"):  # an auditor: the audit log, then the app ends
+            state["signed_in"] = True
+            window.actor = actor
+            if AuditViewer is not None:
+                AuditViewer(db, actor, window).exec()
+            window.close()
+            return
+        state["signed_in"] = True
+        window.set_actor(actor)
+        window.show()
+        window.activateWindow()
+        watcher.resume()
 
     def lock():
         watcher.pause()
@@ -118,6 +158,8 @@ def install_integrations(window, db, app) -> None:
 
     watcher.idle.connect(lock)
     window.signed_out.connect(sign_out)
+    window.closing.connect(record_sign_out)  # quitting (Ctrl+Q, the window's close button) signs out
+    window.login_dialog = None
 
 
 def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | None = None,
@@ -169,7 +211,7 @@ def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | No
             return 0
     window = MainWindow(db, actor, engine_factory=factory, ui_settings=ui_settings, engine_label=engine)
     if not screenshot:
-        install_integrations(window, db, app)
+        install_integrations(window, db, app, demo=demo)
     window.close_wait_ms = 3000  # a model still loading is abandoned at exit (nothing to save there)
     window.show()
     window.startup_ms = (time.perf_counter() - started) * 1000

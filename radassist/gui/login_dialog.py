@@ -16,7 +16,9 @@ Integration (main window):
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QObject, QTimer, Signal
+import html
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit,
                                QPushButton, QVBoxLayout, QWidget)
 
@@ -34,7 +36,7 @@ class LoginDialog(QDialog):
     """
 
     def __init__(self, db, parent: QWidget | None = None, username: str = "", *,
-                 unlock_actor: Actor | None = None):
+                 unlock_actor: Actor | None = None, demo_accounts=()):
         super().__init__(parent)
         self._db = db
         self._unlock_actor = unlock_actor
@@ -89,6 +91,15 @@ class LoginDialog(QDialog):
         layout.addWidget(title)
         layout.addWidget(hint)
         layout.addLayout(form)
+        # demo mode: the accounts, in the dialog itself (a window manager may cut a long title)
+        self.demo_label: QLabel | None = None
+        if demo_accounts and unlock_actor is None:
+            rows = "".join(f"<tr><td><b>{html.escape(u)}</b></td><td>&nbsp;{html.escape(p)}&nbsp;</td>"
+                           f"<td style='color:#6b7480'>{html.escape(r)}</td></tr>" for u, p, r in demo_accounts)
+            self.demo_label = QLabel(f"Demo accounts (username, password, role):<table>{rows}</table>")
+            self.demo_label.setObjectName("demoAccounts")
+            self.demo_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            layout.addWidget(self.demo_label)
         layout.addWidget(self.error_label)
         layout.addWidget(self.buttons)
         self.setWindowTitle("RadAssist – " + ("locked" if unlock_actor else "sign in"))

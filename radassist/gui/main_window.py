@@ -26,32 +26,50 @@ from radassist.catalog import ensure_catalog
 from radassist.domain import MODALITIES, Prediction
 from radassist.engines.base import SuggestionEngine
 from radassist.gui.inference_worker import ERROR, LOADING, READY, STOPPED, InferenceWorker
-from radassist.gui.order_view import OrderDetails, OrderView
+from radassist.gui.order_view import ElidedLabel, OrderDetails, OrderView
 from radassist.gui.worklist_model import (
-    COL_ACCESSION, COL_AGE_SEX, COL_CONFIDENCE, COL_EXAM, COL_PATIENT, COL_PRIORITY, COL_STATUS, COL_SUGGESTION,
-    COL_WAITING, PriorityDelegate, WorklistModel, WorklistProxy, best_prediction,
+    COL_ACCESSION, COL_AGE_SEX, COL_CONFIDENCE, COL_EXAM, COL_FLAGS, COL_PATIENT, COL_PRIORITY, COL_STATUS,
+    COL_SUGGESTION, COL_WAITING, FlagsDelegate, PriorityDelegate, WorklistEntry, WorklistModel, WorklistProxy,
+    best_prediction,
 )
 from radassist.settings import SiteSettings, load_settings
 from sqlalchemy import select
 from radassist.store.models import UserRow
-from radassist.worklist import DecisionInput, open_order, record_decision
+from radassist.worklist import DecisionInput, open_order, record_decision, revert_decision
 
 log = logging.getLogger(__name__)
 
 ORGANIZATION = "RadAssist"
 APPLICATION = "RadAssist"
-COLUMN_WIDTHS = {COL_PRIORITY: 88, COL_ACCESSION: 144, COL_PATIENT: 138, COL_AGE_SEX: 78, COL_EXAM: 164,
-                 COL_WAITING: 74, COL_STATUS: 60, COL_SUGGESTION: 142, COL_CONFIDENCE: 92}
+COLUMN_WIDTHS = {COL_PRIORITY: 84, COL_ACCESSION: 92, COL_PATIENT: 132, COL_AGE_SEX: 66, COL_FLAGS: 84,
+                 COL_EXAM: 134, COL_WAITING: 84, COL_STATUS: 92, COL_SUGGESTION: 124, COL_CONFIDENCE: 64}
+UNDO_SHOWN_MS = 20_000  # how long the "Saved … Undo" message stays in the status bar
 
 
-def commit_decision(db, actor: Actor, decision: DecisionInput) -> None:
-    """Record a decision and commit it (returns only once it is durable in the WAL)."""
+def commit_decision(db, actor: Actor, decision: DecisionInput) -> tuple[int, str]:
+    """Record a decision and commit it (returns only once it is durable in the WAL): (id, action)."""
     with db.session() as session:
-        record_decision(session, actor, decision)
+        row = record_decision(session, actor, decision)
+        result = (row.id, row.action)
+    return result
+
+
+def commit_revert(db, actor: Actor, decision_id: int) -> None:
+    """Revert a decision (the order goes back to To do) and commit it."""
+    with db.session() as session:
+        revert_decision(session, actor, decision_id)
+
+
+def patient_label(entry: WorklistEntry | None, fallback: str = "") -> str:
+    """'Roe, Rick (T2)': how the status bar names the patient of an order."""
+    if entry is None:
+        return fallback
+    return f"{entry.patient_name} ({entry.accession})" if entry.patient_name else entry.accession
 
 
 class MainWindow(QMainWindow):
     signed_out = Signal()
+    closing = Signal()                # the window is closing (quit): the app records the sign-out
     decision_committed = Signal(int)  # order id, after the commit and before the row shows done
     order_opened = Signal(int)        # order id, fully rendered
 
@@ -73,6 +91,8 @@ class MainWindow(QMainWindow):
         self.worker: InferenceWorker | None = None
         self._old_workers: list[InferenceWorker] = []
         self._opening = False
+        self.undo_stack: list[tuple[int, int, str, str]] = []  # (decision id, order id, code, patient)
+        self._tool_specs: list[tuple[str, Callable, str | None, str | None, list]] = []
         self.last_error = ""
         self.close_wait_ms: int | None = None  # None: wait for the worker; the app sets a limit
         self.workers_finished = True
@@ -161,6 +181,7 @@ class MainWindow(QMainWindow):
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
         self.table.installEventFilter(self)
         self.table.setItemDelegateForColumn(COL_PRIORITY, PriorityDelegate(self.table))
+        self.table.setItemDelegateForColumn(COL_FLAGS, FlagsDelegate(self.table))
         lv.addWidget(self.table, 1)
 
         self.order_view = OrderView(self.catalog, self.site.confidence_threshold)
@@ -198,6 +219,13 @@ class MainWindow(QMainWindow):
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit, self.file_menu)
         if self.act_quit.shortcut().isEmpty():
             self.act_quit.setShortcut(QKeySequence("Ctrl+Q"))
+
+        self.edit_menu = mb.addMenu("&Edit")
+        self.act_undo = self._action("&Undo last decision", self.undo_last_decision, QKeySequence.StandardKey.Undo,
+                                     self.edit_menu)
+        if self.act_undo.shortcut().isEmpty():
+            self.act_undo.setShortcut(QKeySequence("Ctrl+Z"))
+        self.act_undo.setEnabled(False)
 
         self.view_menu = mb.addMenu("&View")
         group = QActionGroup(self)
@@ -239,6 +267,28 @@ class MainWindow(QMainWindow):
         self.error_label.setObjectName("statusError")
         self.error_label.setVisible(False)
         sb.addWidget(self.error_label, 1)
+        # "Saved: CODE for patient · Undo": a permanent widget, so other status messages do not hide it
+        self.undo_box = QWidget()
+        self.undo_box.setObjectName("undoBox")
+        ub = QHBoxLayout(self.undo_box)
+        ub.setContentsMargins(0, 0, 8, 0)
+        ub.setSpacing(6)
+        self.saved_label = ElidedLabel()  # never widens the window: elided, full text in the tooltip
+        self.saved_label.setObjectName("savedLabel")
+        self.saved_label.setMinimumWidth(140)
+        self.saved_label.setMaximumWidth(380)
+        self.undo_button = QToolButton()
+        self.undo_button.setObjectName("undoButton")
+        self.undo_button.setText("Undo (Ctrl+Z)")
+        self.undo_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # clicking it leaves the focus where it was
+        self.undo_button.clicked.connect(self.undo_last_decision)
+        ub.addWidget(self.saved_label)
+        ub.addWidget(self.undo_button)
+        self.undo_box.setVisible(False)
+        sb.addPermanentWidget(self.undo_box)  # first: left of progress, engine and user
+        self._saved_timer = QTimer(self)
+        self._saved_timer.setSingleShot(True)
+        self._saved_timer.timeout.connect(lambda: self.undo_box.setVisible(False))
         sb.addPermanentWidget(self.progress_label)
         sb.addPermanentWidget(self.engine_label)
         sb.addPermanentWidget(self.user_label)
@@ -253,11 +303,48 @@ class MainWindow(QMainWindow):
     def add_tool_action(self, text: str, callback, shortcut: str | None = None,
                         permission: str | None = None) -> QAction | None:
         """Add a Tools menu entry (audit viewer, settings, retraining...) for actors allowed to use it."""
-        if permission is not None and not self.actor.can(permission):
-            return None
-        action = self._action(text, callback, shortcut, self.tools_menu)
-        self.tools_menu.menuAction().setVisible(True)
-        return action
+        holder: list = []  # the QAction once the actor may use it (created again after a user switch)
+        self._tool_specs.append((text, callback, shortcut, permission, holder))
+        return self._apply_tool_spec(text, callback, shortcut, permission, holder)
+
+    def _apply_tool_spec(self, text, callback, shortcut, permission, holder) -> QAction | None:
+        allowed = permission is None or self.actor.can(permission)
+        if holder:
+            holder[0].setVisible(allowed)
+            holder[0].setEnabled(allowed)
+        elif allowed:
+            holder.append(self._action(text, callback, shortcut, self.tools_menu))
+        if allowed:
+            self.tools_menu.menuAction().setVisible(True)
+        return holder[0] if holder and allowed else None
+
+    def set_actor(self, actor: Actor) -> None:
+        """Another user signed in (after a sign-out): same window, same engine, fresh session state.
+
+        Tools follow the new role, the undo history is dropped (it was the previous user's), and the
+        first order to do is opened again (its view audited for the new user).
+        """
+        self.actor = actor
+        with self.db.session() as session:
+            user = session.scalar(select(UserRow).where(UserRow.username == actor.username))
+            self.user_display = user.full_name if user is not None and user.full_name else actor.username
+        self.user_label.setText(f"{self.user_display} ({self.actor.role})")
+        self.tools_menu.menuAction().setVisible(False)
+        for spec in self._tool_specs:
+            self._apply_tool_spec(*spec)
+        self.undo_stack.clear()
+        self._update_undo()
+        self.undo_box.setVisible(False)
+        self.current_order_id = None
+        self.order_view.show_empty()
+        self.table.clearSelection()
+        self.model.reload()
+        self.set_status_filter("todo")
+        next_id = self.next_in_queue()
+        if next_id is not None:
+            self.open_order(next_id)
+        else:
+            self.open_first_todo()
 
     # --- engine worker ---------------------------------------------------------------------------
     def start_worker(self) -> None:
@@ -439,13 +526,13 @@ class MainWindow(QMainWindow):
             self.order_view.show_empty("No orders waiting" if self.model.rowCount() else "The worklist is empty")
 
     def move_order(self, step: int) -> None:
+        """Open the next/previous row (Ctrl+Down/Up). Only opens it: the focus stays where it is."""
         rows = self.proxy.rowCount()
         if not rows:
             return
         current = self.proxy.proxy_row_of(self.current_order_id) if self.current_order_id is not None else None
         target = 0 if current is None else max(0, min(rows - 1, current + step))
         self._select_row(target)
-        self.focus_order()
 
     def open_order(self, order_id: int) -> None:
         """Show an order: audited view, cached suggestions if any; ask the worker for the rest."""
@@ -470,40 +557,100 @@ class MainWindow(QMainWindow):
             self.worker.request(order_id)
         self.order_opened.emit(order_id)
 
-    def _next_todo_after(self, order_id: int) -> int | None:
-        """The to-do order that follows ``order_id`` in the view's order (wrapping to the top)."""
-        rows = [self.proxy.entry(r) for r in range(self.proxy.rowCount())]
-        ids = [e.id for e in rows]
-        start = ids.index(order_id) + 1 if order_id in ids else 0
-        for e in rows[start:] + rows[:start]:
-            if e.status == "todo" and e.id != order_id:
-                return e.id
-        return None
+    def next_in_queue(self, exclude: int | None = None) -> int | None:
+        """The top of the queue: the to-do order first in worklist order (STAT, then URGENT, then
+        ROUTINE; longest waiting first), among those the modality and text filters let through,
+        whatever the table is sorted by or which row was decided."""
+        todo = [e for e in self.model.entries()
+                if e.status == "todo" and e.id != exclude and self.proxy.accepts(e, any_status=True)]
+        return min(todo, key=WorklistEntry.sort_key).id if todo else None
 
     # --- decisions -------------------------------------------------------------------------------
+    def confirm_redecide(self, entry: WorklistEntry | None, order, code: str) -> bool:
+        """A done order is decided again: ask first (No is the default, so a stray Enter changes nothing)."""
+        previous = (entry.decided_code if entry is not None and entry.decided_code else order.decided_code) or "?"
+        who = patient_label(entry, order.accession)
+        box = QMessageBox(QMessageBox.Icon.Question, "Replace the decision?",
+                          f"{who} is already protocoled as {previous}.\n\nReplace it with {code}?",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setObjectName("confirmRedecide")
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.setEscapeButton(QMessageBox.StandardButton.No)
+        return box.exec() == QMessageBox.StandardButton.Yes
+
     def commit(self, decision: DecisionInput) -> bool:
-        """Commit the decision; only then show the order done and open the next one."""
+        """Commit the decision; only then show the order done and open the top of the queue."""
+        entry = self.model.entry_by_id(decision.order_id)
+        order = self.order_view.order
+        already_done = (entry is not None and entry.status == "done") or (
+            order is not None and order.id == decision.order_id and order.status == "done")
+        if already_done and not self.confirm_redecide(entry, order, decision.final_code):
+            self.statusBar().showMessage("Kept the earlier decision", 4000)
+            return False
         try:
-            commit_decision(self.db, self.actor, decision)
+            decision_id, action = commit_decision(self.db, self.actor, decision)
         except Exception as exc:
             self.show_error(f"Decision NOT saved: {type(exc).__name__}: {exc}")
             QMessageBox.warning(self, "Decision not saved", f"The decision could not be saved:\n{exc}")
             return False
         self.decision_committed.emit(decision.order_id)
-        next_id = self._next_todo_after(decision.order_id)
+        next_id = self.next_in_queue(exclude=decision.order_id)
         self._opening = True
         try:
-            self.model.mark_done(decision.order_id)
+            self.model.mark_done(decision.order_id, decision.final_code, action, decision_id)
         finally:
             self._opening = False
         self._update_count()
-        self.statusBar().showMessage(f"Saved: {decision.final_code}", 4000)
+        who = patient_label(entry, order.accession if order is not None else "")
+        self.undo_stack.append((decision_id, decision.order_id, decision.final_code, who))
+        self._update_undo()
+        saved = f"Saved: {decision.final_code} for {who} ({action})"
+        self.saved_label.setText(saved)
+        self.saved_label.setToolTip(saved)
+        self.saved_label.setFixedWidth(min(380, self.saved_label.fontMetrics().horizontalAdvance(saved) + 12))
+        self.undo_box.setVisible(True)
+        self._saved_timer.start(UNDO_SHOWN_MS)
         if next_id is not None:
             self.open_order(next_id)
         else:
             self.current_order_id = None
             self.order_view.show_empty("All orders are protocoled")
             self.table.clearSelection()
+        return True
+
+    def _update_undo(self) -> None:
+        self.act_undo.setEnabled(bool(self.undo_stack))
+        if self.undo_stack:
+            _, _, code, who = self.undo_stack[-1]
+            self.act_undo.setText(f"&Undo {code} for {who}")
+        else:
+            self.act_undo.setText("&Undo last decision")
+
+    def undo_last_decision(self) -> bool:
+        """Ctrl+Z: revert the last decision made here (audited); the order returns to To do and opens."""
+        if not self.undo_stack:
+            self.statusBar().showMessage("Nothing to undo", 4000)
+            return False
+        decision_id, order_id, code, who = self.undo_stack[-1]
+        try:
+            commit_revert(self.db, self.actor, decision_id)
+        except Exception as exc:
+            self.undo_stack.pop()  # it cannot be undone (replaced elsewhere, reverted already): drop it
+            self._update_undo()
+            self.show_error(f"Could not undo: {exc}")
+            return False
+        self.undo_stack.pop()
+        self._update_undo()
+        self._opening = True
+        try:
+            self.model.mark_todo(order_id)
+        finally:
+            self._opening = False
+        self._update_count()
+        self._saved_timer.stop()
+        self.undo_box.setVisible(False)
+        self.statusBar().showMessage(f"Undone: {code} for {who}; the order is back in To do", 8000)
+        self.open_order(order_id)
         return True
 
     # --- file menu -------------------------------------------------------------------------------
@@ -591,6 +738,7 @@ class MainWindow(QMainWindow):
         s.sync()
 
     def closeEvent(self, event):
+        self.closing.emit()
         self.save_layout()
         self.hide()
         self.workers_finished = self.stop_worker(self.close_wait_ms)

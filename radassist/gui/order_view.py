@@ -21,8 +21,8 @@ from datetime import datetime
 
 from PySide6.QtCore import QElapsedTimer, QEvent, Qt, Signal
 from PySide6.QtWidgets import (
-    QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QSizePolicy, QTextBrowser,
-    QVBoxLayout, QWidget,
+    QApplication, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QSizePolicy,
+    QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from radassist.domain import Prediction, Protocol, SafetyFlag, Suggestion, format_confidence
@@ -482,7 +482,7 @@ class OrderView(QWidget):
             name = self._catalog.get(order.decided_code)
             self.decided.setText(f"Protocoled: <b>{html.escape(order.decided_code)}</b>"
                                  f"{' — ' + html.escape(name.name) if name else ''} ({order.decided_action} by "
-                                 f"{html.escape(order.decided_by)}). Deciding again replaces it.")
+                                 f"{html.escape(order.decided_by)}). Deciding again asks first, then replaces it.")
             self.decided.setVisible(True)
         else:
             self.decided.setVisible(False)
@@ -498,7 +498,11 @@ class OrderView(QWidget):
         self._render_notes()
         self.prediction = prediction
         self._render_suggestions()
-        self.setFocus(Qt.FocusReason.OtherFocusReason)
+        # focus stays where the user put it: browsing the worklist keeps it in the worklist, and only
+        # an order view that had the focus (a decision was just made here) takes it back for the next
+        focus = QApplication.focusWidget()
+        if focus is None or focus is self or self.isAncestorOf(focus):
+            self.setFocus(Qt.FocusReason.OtherFocusReason)
 
     def set_engine_unavailable(self, reason: str) -> None:
         self._engine_problem = reason

@@ -19,13 +19,54 @@ from sqlalchemy import select, text
 
 from radassist.domain import Prediction, SafetyFlag, Suggestion, format_confidence
 from radassist.store.models import OrderRow, SuggestionRow, utcnow
-from radassist.worklist import PRIORITY_RANK
+from radassist.worklist import PRIORITY_RANK, current_decisions, stored_flags
 
 # Column indices
-COL_PRIORITY, COL_ACCESSION, COL_PATIENT, COL_AGE_SEX, COL_EXAM, COL_WAITING, COL_STATUS, COL_SUGGESTION, \
-    COL_CONFIDENCE = range(9)
-HEADERS = ("Priority", "Accession", "Patient", "Age/Sex", "Ordered exam", "Waiting", "Status", "Suggestion",
+COL_PRIORITY, COL_ACCESSION, COL_PATIENT, COL_AGE_SEX, COL_FLAGS, COL_EXAM, COL_WAITING, COL_STATUS, \
+    COL_SUGGESTION, COL_CONFIDENCE = range(10)
+# the "Protocol" column: the engine's suggestion while an order waits, the decided protocol once done
+HEADERS = ("Priority", "Accession", "Patient", "Age/Sex", "Flags", "Ordered exam", "Waiting", "Status", "Protocol",
            "Conf.")
+HEADER_TOOLTIPS = {COL_FLAGS: "Safety flags found in the notes (hover a row for the evidence)",
+                   COL_STATUS: "To do, or how it was decided: Accepted (the suggestion) or Overridden",
+                   COL_SUGGESTION: "To do: the engine's top suggestion. Done: the protocol decided"}
+
+# compact flag icons: a short glyph per flag type (drawn as a badge by FlagsDelegate)
+FLAG_ICONS = {"contrast-allergy": "Cx", "renal-impairment": "Rn", "pregnancy": "Pg", "mri-unsafe-implant": "Im",
+              "anticoagulation": "Ac", "metformin": "Mf", "claustrophobia": "Cl"}
+FLAG_NAMES = {"contrast-allergy": "Contrast allergy", "renal-impairment": "Renal impairment",
+              "pregnancy": "Pregnancy", "mri-unsafe-implant": "MRI-unsafe implant",
+              "anticoagulation": "Anticoagulation", "metformin": "Metformin", "claustrophobia": "Claustrophobia"}
+FLAG_COLOURS = {"current": ("#b3261e", "#ffffff"), "caution": ("#a15c00", "#ffffff"),
+                "muted": ("#d5dae1", "#4a5260")}
+FLAGS_ROLE = Qt.ItemDataRole.UserRole + 3  # [(icon text, tone)] for FlagsDelegate
+
+
+def flag_tone(flag: SafetyFlag) -> str:
+    if not flag.is_current or flag.handled:
+        return "muted"
+    return "caution" if flag.severity == "caution" else "current"
+
+
+def unique_flags(flags) -> list[SafetyFlag]:
+    """One flag per type: the most pressing one (current before caution before resolved)."""
+    best: dict[str, SafetyFlag] = {}
+    rank = {"current": 0, "caution": 1, "muted": 2}
+    for f in flags:
+        if f.type not in best or rank[flag_tone(f)] < rank[flag_tone(best[f.type])]:
+            best[f.type] = f
+    return list(best.values())
+
+
+def flags_tooltip(flags) -> str:
+    lines = []
+    for f in unique_flags(flags):
+        name = FLAG_NAMES.get(f.type, f.type.replace("-", " ").capitalize())
+        extra = [x for x in (f.severity if f.severity not in ("any", "") else "",
+                             f.status if f.status != "active" else "", "handled" if f.handled else "") if x]
+        lines.append(f"{FLAG_ICONS.get(f.type, '?')}  {name}" + (f" ({', '.join(extra)})" if extra else "")
+                     + (f": “{f.evidence}”" if f.evidence else ""))
+    return "\n".join(lines)
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole + 1  # the WorklistEntry of a row
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2   # a sortable key for the column
@@ -81,6 +122,10 @@ class WorklistEntry:
     confidence: float | None = None
     review_reason: str = ""  # the engine asked for review (target precision, near tie, OOD, flag conflict)
     model_version: str = ""
+    decided_code: str = ""    # done orders: the protocol decided
+    decided_action: str = ""  # accepted | overridden
+    decision_id: int | None = None
+    flags: tuple = ()         # SafetyFlag, as assessed and stored with the suggestions
 
     @property
     def modality(self) -> str:
@@ -97,7 +142,12 @@ class WorklistEntry:
 
     def haystack(self) -> str:
         return " ".join((self.accession, self.patient_name, self.mrn, self.ordered_exam, self.suggestion_code,
-                         self.suggestion_name, self.priority)).lower()
+                         self.suggestion_name, self.priority, self.decided_code)).lower()
+
+    @property
+    def protocol_code(self) -> str:
+        """What the Protocol column shows: the decision once done, else the suggestion."""
+        return self.decided_code if self.status == "done" and self.decided_code else self.suggestion_code
 
 
 # --- reading suggestions -----------------------------------------------------------------------
@@ -140,14 +190,19 @@ def load_entries(session, model_version: str | None) -> list[WorklistEntry]:
             top[order_id] = (items[0]["code"], items[0]["name"], float(items[0]["score"]), version, review or "")
         elif order_id not in top:
             top[order_id] = ("", "", None, version, "")
+    decisions = current_decisions(session)
+    flags = stored_flags(session)
     entries = []
     for o in orders:
         code, name, score, version, review = top.get(o.id, ("", "", None, "", ""))
+        decided = decisions.get(o.id)
         entries.append(WorklistEntry(
             id=o.id, accession=o.accession, priority=o.priority, patient_name=o.patient_name or "", mrn=o.mrn or "",
             age=o.age, sex=o.sex or "U", ordered_exam=o.ordered_exam, ordered_at=o.ordered_at, status=o.status,
             suggestion_code=code, suggestion_name=name, confidence=score, model_version=version,
-            review_reason=review))
+            review_reason=review, decided_code=decided.final_code if decided else "",
+            decided_action=decided.action if decided else "", decision_id=decided.decision_id if decided else None,
+            flags=tuple(flags.get(o.id, ()))))
     return entries
 
 
@@ -241,11 +296,20 @@ class WorklistModel(QAbstractTableModel):
             self._entries[row] = entry
             self.dataChanged.emit(self.index(row, 0), self.index(row, len(HEADERS) - 1))
 
-    def mark_done(self, order_id: int) -> None:
+    def mark_done(self, order_id: int, final_code: str = "", action: str = "",
+                  decision_id: int | None = None) -> None:
         """Show an order as done. Callers do this only after its decision is committed."""
         entry = self.entry_by_id(order_id)
         if entry is not None:
-            self.update_entry(replace(entry, status="done"))
+            self.update_entry(replace(entry, status="done", decided_code=final_code or entry.decided_code,
+                                      decided_action=action or entry.decided_action,
+                                      decision_id=decision_id if decision_id is not None else entry.decision_id))
+
+    def mark_todo(self, order_id: int) -> None:
+        """Show an order as waiting again (its decision was reverted and committed)."""
+        entry = self.entry_by_id(order_id)
+        if entry is not None:
+            self.update_entry(replace(entry, status="todo", decided_code="", decided_action="", decision_id=None))
 
     def set_prediction(self, order_id: int, prediction: Prediction | None) -> None:
         entry = self.entry_by_id(order_id)
@@ -255,7 +319,8 @@ class WorklistModel(QAbstractTableModel):
         self.update_entry(replace(
             entry, suggestion_code=top.code if top else "", suggestion_name=top.name if top else "",
             confidence=top.score if top else None, model_version=prediction.model if prediction else "",
-            review_reason=(prediction.review_reason or "needs review") if prediction and prediction.review else ""))
+            review_reason=(prediction.review_reason or "needs review") if prediction and prediction.review else "",
+            flags=tuple(prediction.flags) if prediction and prediction.flags else entry.flags))
 
     def reload(self) -> list[int]:
         """Re-read every order from the database; returns the ids of orders new to the model."""
@@ -302,6 +367,8 @@ class WorklistModel(QAbstractTableModel):
         if orientation == Qt.Orientation.Horizontal and 0 <= section < len(HEADERS):
             if role == Qt.ItemDataRole.DisplayRole:
                 return HEADERS[section]
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return HEADER_TOOLTIPS.get(section)
             if role == Qt.ItemDataRole.TextAlignmentRole:
                 return int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -325,9 +392,20 @@ class WorklistModel(QAbstractTableModel):
             return e
         if role == SORT_ROLE:
             return self._sort_value(e, col)
+        if role == FLAGS_ROLE:
+            return [(FLAG_ICONS.get(f.type, "?"), flag_tone(f)) for f in unique_flags(e.flags)]
         if role == Qt.ItemDataRole.ToolTipRole:
+            if col == COL_FLAGS:
+                return flags_tooltip(e.flags) or None
+            if col == COL_SUGGESTION and e.status == "done" and e.decided_code:
+                how = {"accepted": "accepted the suggestion", "overridden": "overridden"}.get(e.decided_action, "")
+                sugg = f"; the engine suggested {e.suggestion_code}" if e.decided_action == "overridden" \
+                    and e.suggestion_code else ""
+                return f"Decided: {e.decided_code} ({how}){sugg}"
             if col == COL_SUGGESTION and e.suggestion_code:
                 return f"{e.suggestion_code}: {e.suggestion_name}"
+            if col == COL_EXAM and e.ordered_exam:
+                return e.ordered_exam
             if col == COL_PATIENT and e.mrn:
                 return f"{e.patient_name} (MRN {e.mrn})"
             if col == COL_CONFIDENCE and self._needs_review(e):
@@ -370,11 +448,18 @@ class WorklistModel(QAbstractTableModel):
         if col == COL_WAITING:
             return format_waiting(e.ordered_at) if e.status == "todo" else ""
         if col == COL_STATUS:
+            if e.status == "done" and e.decided_action:
+                return {"accepted": "Accepted", "overridden": "Overridden"}.get(e.decided_action,
+                                                                               e.decided_action.capitalize())
             return {"done": "Done", "todo": "To do", "cancelled": "Cancelled"}.get(e.status, e.status.capitalize())
+        if col == COL_FLAGS:
+            return " ".join(FLAG_ICONS.get(f.type, "?") for f in unique_flags(e.flags))
         if col == COL_SUGGESTION:
+            if e.status == "done" and e.decided_code:
+                return e.decided_code
             return e.suggestion_code or ("…" if e.status == "todo" else "")
         if col == COL_CONFIDENCE:
-            if e.confidence is None:
+            if e.status == "done" or e.confidence is None:
                 return ""
             text = format_confidence(e.confidence)
             return f"⚠ {text}" if self._needs_review(e) else text
@@ -389,6 +474,8 @@ class WorklistModel(QAbstractTableModel):
             return -1.0 if e.confidence is None else e.confidence
         if col == COL_AGE_SEX:
             return -1 if e.age is None else e.age
+        if col == COL_FLAGS:  # most flags first when descending
+            return len(unique_flags(e.flags))
         return self._display(e, col).lower() if col != COL_STATUS else e.status
 
 
@@ -425,6 +512,50 @@ class PriorityDelegate(QStyledItemDelegate):
         painter.drawRoundedRect(rect, 4, 4)
         painter.setPen(QColor(fg))
         painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
+
+
+class FlagsDelegate(QStyledItemDelegate):
+    """Paints an order's flags as small badges: red current, amber caution, grey resolved or handled."""
+
+    def paint(self, painter: QPainter, option, index):
+        opt = QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        opt.text = ""
+        style = opt.widget.style() if opt.widget is not None else None
+        if style is not None:
+            style.drawControl(QStyle.ControlElement.CE_ItemViewItem, opt, painter, opt.widget)
+        badges = index.data(FLAGS_ROLE) or []
+        if not badges:
+            return
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        font = QFont(opt.font)
+        font.setBold(True)
+        font.setPointSizeF(max(7.0, font.pointSizeF() - 2.0))
+        painter.setFont(font)
+        metrics = painter.fontMetrics()
+        x = opt.rect.left() + 4
+        height = min(opt.rect.height() - 10, metrics.height() + 2)
+        for text, tone in badges:
+            width = metrics.horizontalAdvance(text) + 8
+            if x + width > opt.rect.right() - 2:
+                painter.setPen(QColor("#4a5260"))
+                painter.drawText(opt.rect.adjusted(x - opt.rect.left(), 0, 0, 0),
+                                 Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, "…")
+                break
+            bg, fg = FLAG_COLOURS.get(tone, FLAG_COLOURS["current"])
+            rect = opt.rect.adjusted(0, 0, 0, 0)
+            rect.setLeft(x)
+            rect.setWidth(width)
+            rect.setHeight(height)
+            rect.moveTop(opt.rect.top() + (opt.rect.height() - height) // 2)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(bg))
+            painter.drawRoundedRect(rect, 3, 3)
+            painter.setPen(QColor(fg))
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+            x += width + 3
         painter.restore()
 
 
@@ -476,9 +607,9 @@ class WorklistProxy(QSortFilterProxyModel):
         idx = self.mapFromSource(source.index(row, 0))
         return idx.row() if idx.isValid() else None
 
-    def filterAcceptsRow(self, source_row, source_parent):
-        e: WorklistEntry = self.sourceModel().entry(source_row)
-        if self._status != "all" and e.status != self._status:
+    def accepts(self, e: WorklistEntry, *, any_status: bool = False) -> bool:
+        """Whether ``e`` passes the filters (``any_status``: the modality and text filters only)."""
+        if not any_status and self._status != "all" and e.status != self._status:
             return False
         if self._modality and e.modality != self._modality:
             return False
@@ -486,6 +617,9 @@ class WorklistProxy(QSortFilterProxyModel):
             hay = e.haystack()
             return all(t in hay for t in self._terms)
         return True
+
+    def filterAcceptsRow(self, source_row, source_parent):
+        return self.accepts(self.sourceModel().entry(source_row))
 
     def lessThan(self, left, right):
         model = self.sourceModel()
@@ -500,7 +634,8 @@ class WorklistProxy(QSortFilterProxyModel):
 
 
 __all__ = [
-    "COL_ACCESSION", "COL_AGE_SEX", "COL_CONFIDENCE", "COL_EXAM", "COL_PATIENT", "COL_PRIORITY", "COL_STATUS",
+    "COL_ACCESSION", "COL_AGE_SEX", "COL_CONFIDENCE", "COL_EXAM", "COL_FLAGS", "COL_PATIENT", "FLAGS_ROLE",
+    "FlagsDelegate", "COL_PRIORITY", "COL_STATUS",
     "COL_SUGGESTION", "COL_WAITING", "ENTRY_ROLE", "HEADERS", "SORT_ROLE",
     "WorklistEntry", "WorklistModel", "WorklistProxy", "best_prediction", "database_signature", "format_waiting",
     "load_entries", "modality_of", "prediction_from_row",

@@ -1,6 +1,7 @@
 """Opening the RadAssist database: SQLite in WAL mode, migrated to the latest schema."""
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from radassist.access import PermissionDenied
 from radassist.paths import default_db_path
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -60,9 +62,28 @@ class Database:
             try:
                 yield session
                 session.commit()
-            except BaseException:
+            except BaseException as exc:
                 session.rollback()
+                if isinstance(exc, PermissionDenied):
+                    self.record_refusal(exc)
                 raise
+
+    def record_refusal(self, exc: PermissionDenied) -> None:
+        """Audit a refused action in its own short transaction (the caller's has rolled back).
+
+        Done once per exception (``exc.audited``); a failure to record never hides the refusal.
+        """
+        if getattr(exc, "audited", False):
+            return
+        from radassist.audit import record_refusal
+
+        try:
+            with self._sessions() as session:
+                record_refusal(session, exc)
+                session.commit()
+        except Exception:  # noqa: BLE001 - the PermissionDenied is what the caller must see
+            logging.getLogger(__name__).warning("could not audit a refused %s by %s", exc.permission,
+                                                exc.actor.username, exc_info=True)
 
     def revision(self) -> str | None:
         with self.engine.connect() as conn:
@@ -87,7 +108,9 @@ def open_database(path: str | Path | None = None, *, revision: str = "head") -> 
     if not path.exists():
         fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
         os.close(fd)
-    engine = create_engine(f"sqlite:///{path}", future=True)
+    # hide_parameters: SQL parameters (clinical notes, names) never reach exception messages,
+    # stderr or the SQLAlchemy logs.
+    engine = create_engine(f"sqlite:///{path}", future=True, hide_parameters=True)
     event.listen(engine, "connect", _on_connect)
     migrate(engine, revision)
     _restrict_permissions(path)
