@@ -32,6 +32,10 @@ class SiteSettings:
     shortlist_size: int = 6            # candidates the embedding engine hands to the LLM (dev recall@6 = 1.0)
     promotion_gate: float = 0.0        # candidate top-1 may be at most this much worse than active
     idle_lock_minutes: int = 10
+    # Optional MLflow tracking (radassist[mlflow] extra): every training run logged, promotions set the
+    # registered model's "champion" alias. Empty: the app's own registry only. Keep a sqlite:/// store in a
+    # file separate from the app's database, or a server URL.
+    mlflow_tracking_uri: str = ""
 
     def validate(self) -> list[str]:
         problems = []
@@ -51,6 +55,9 @@ class SiteSettings:
             problems.append("promotion gate must be between 0 and 0.2")
         if not 1 <= self.idle_lock_minutes <= 240:
             problems.append("idle lock must be between 1 and 240 minutes")
+        if self.mlflow_tracking_uri and not self.mlflow_tracking_uri.startswith(
+                ("sqlite:///", "http://", "https://", "file:", "databricks")):
+            problems.append("MLflow tracking URI must be sqlite:///…, file:…, http(s)://… or databricks")
         return problems
 
 

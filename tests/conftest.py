@@ -53,3 +53,11 @@ def fast_hasher(monkeypatch):
 
     monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
     monkeypatch.setattr(users, "_DUMMY_HASH", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A random 2-layer Llama with a word-level tokenizer built from the test vocabulary."""
+    from support.llm import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from test_gui_support import ORDERS, WORKLIST_ORDER, make_db, open_window, wait_all_suggested  # noqa: E402
+from support.gui import ORDERS, WORKLIST_ORDER, make_db, open_window, wait_all_suggested  # noqa: E402
 
 from radassist.gui.worklist_model import (  # noqa: E402
     COL_PRIORITY, HEADERS, WorklistModel, WorklistProxy, format_waiting, modality_of,

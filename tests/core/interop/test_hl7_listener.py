@@ -1,6 +1,7 @@
 """A real MLLP listener on 127.0.0.1 (free port): ACKs, kept-open connections, concurrency, garbage."""
 from __future__ import annotations
 
+from support import DATA_DIR, REPO, TESTS_DIR  # noqa: F401
 import socket
 import threading
 import time
@@ -14,7 +15,7 @@ from radassist.interop.mllp import FrameReader, MLLPClient, MLLPListener, frame,
 from radassist.interop.receiver import HL7Receiver
 from radassist.store.models import OrderRow
 
-DATA = Path(__file__).parent / "data" / "hl7"
+DATA = DATA_DIR / "hl7"
 
 
 def order_message(n: int, control: str = "NW") -> str:

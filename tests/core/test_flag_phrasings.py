@@ -4,6 +4,7 @@
 ``expect`` lists every flag the text should raise with the fields the text determines. A type
 not expected may still appear only as resolved or handled (shown muted, never steering).
 """
+from support import DATA_DIR, REPO, TESTS_DIR  # noqa: F401
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from radassist.domain import Order
 from radassist.flag_assessment import assess_order
 from radassist.safety_policy import load_policy
 
-ROWS = [json.loads(line) for line in (Path(__file__).parent / "data" / "flag_phrasings.jsonl").read_text().splitlines()
+ROWS = [json.loads(line) for line in (DATA_DIR / "flag_phrasings.jsonl").read_text().splitlines()
         if line.strip()]
 POLICY = load_policy()
 

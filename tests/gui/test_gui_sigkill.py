@@ -1,6 +1,7 @@
 """SIGKILL right after an accept loses nothing: the decision path commits before it returns."""
 from __future__ import annotations
 
+from support import DATA_DIR, REPO, TESTS_DIR  # noqa: F401
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from test_gui_support import decisions_by_accession, make_db  # noqa: E402
+from support.gui import decisions_by_accession, make_db  # noqa: E402
 
 from radassist.store import open_database  # noqa: E402
 
@@ -22,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QApplication
-    from test_gui_support import KeywordEngine, catalog_of, ui_settings
+    from support.gui import KeywordEngine, catalog_of, ui_settings
     from pathlib import Path
     from radassist.access import RADIOLOGIST, Actor
     from radassist.gui.main_window import MainWindow
@@ -56,7 +57,7 @@ def test_decision_survives_sigkill_right_after_accept(tmp_path):
     db = make_db(tmp_path)
     path = db.path
     db.dispose()
-    script = SCRIPT.format(tests=str(Path(__file__).parent), db=str(path), tmp=str(tmp_path))
+    script = SCRIPT.format(tests=str(TESTS_DIR), db=str(path), tmp=str(tmp_path))
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]

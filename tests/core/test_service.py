@@ -1,6 +1,7 @@
 """`radassist serve`: order over MLLP -> suggestion stored -> decision -> result back; clean stop."""
 from __future__ import annotations
 
+from support import DATA_DIR, REPO, TESTS_DIR  # noqa: F401
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ from radassist.interop.outbox import Destination
 from radassist.service import Service, ServiceConfig, SuggestionWorker, orders_missing_suggestions
 from radassist.store.models import OrderRow, SuggestionRow
 from radassist.worklist import DecisionInput, cached_prediction, record_decision
-from tests.test_outbox import Peer, order_message
+from support.mllp import Peer, order_message
 
 
 class FakeEngine(SuggestionEngine):
@@ -129,7 +130,7 @@ def test_cli_runs_until_sigterm(db, tmp_path, command):
         args += ["--no-suggestions", "--results-folder", str(tmp_path / "out")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=os.path.dirname(os.path.dirname(__file__)))
+                            cwd=str(REPO))
     try:
         line = proc.stderr.readline()
         assert f"127.0.0.1:{port}" in line, line

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("PySide6")
 
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer  # noqa: E402
-from test_gui_support import KeywordEngine, catalog_of, make_db, open_window, wait_all_suggested  # noqa: E402
+from support.gui import KeywordEngine, catalog_of, make_db, open_window, wait_all_suggested  # noqa: E402
 
 from radassist.engines.base import EngineError  # noqa: E402
 

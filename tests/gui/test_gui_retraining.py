@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("PySide6")
 
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
-from test_gui_support import open_window  # noqa: E402
-from test_retraining import ADMIN_ACTOR, RAD_ACTOR, register_run, seed_decisions  # noqa: E402
+from support.gui import open_window  # noqa: E402
+from support.retraining import ADMIN_ACTOR, RAD_ACTOR, register_run, seed_decisions  # noqa: E402
 
 from radassist import registry  # noqa: E402
 from radassist.access import PermissionDenied  # noqa: E402

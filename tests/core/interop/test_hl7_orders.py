@@ -1,6 +1,7 @@
 """HL7 v2 order messages -> orders: field mapping, vendors' habits, escapes, ACKs, .hl7 import."""
 from __future__ import annotations
 
+from support import DATA_DIR, REPO, TESTS_DIR  # noqa: F401
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from radassist.interop.hl7_orders import (
 from radassist.interop.receiver import HL7Receiver
 from radassist.store.models import AuditEventRow, InterfaceOrderRow, OrderRow, SuggestionRow
 
-DATA = Path(__file__).parent / "data" / "hl7"
+DATA = DATA_DIR / "hl7"
 
 
 def _messages(name: str) -> list[str]:

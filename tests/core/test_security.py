@@ -1,6 +1,7 @@
 """Files that hold patient data are owner-only (0600), whatever the umask; SQL stays parameterized."""
 from __future__ import annotations
 
+from support import DATA_DIR, REPO, TESTS_DIR  # noqa: F401
 import io
 import os
 import re
@@ -12,7 +13,7 @@ import pytest
 from radassist import audit, users
 from radassist.access import AUDITOR, Actor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 
 
 pytestmark = pytest.mark.usefixtures("fast_hasher")

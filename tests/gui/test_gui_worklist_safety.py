@@ -9,7 +9,7 @@ pytest.importorskip("PySide6")
 
 from PySide6.QtCore import Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
-from test_gui_support import (  # noqa: E402
+from support.gui import (  # noqa: E402
     KeywordEngine, catalog_of, decisions_by_accession, make_db, open_window, wait_all_suggested,
 )
 

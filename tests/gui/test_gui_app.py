@@ -1,6 +1,7 @@
 """Start-up pieces: the screenshot path of `radassist gui`, demo seeding, integrations, Qt import rule."""
 from __future__ import annotations
 
+from support import DATA_DIR, REPO, TESTS_DIR  # noqa: F401
 import ast
 from pathlib import Path
 
@@ -8,9 +9,9 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from test_gui_support import KeywordEngine, catalog_of, make_db, open_window  # noqa: E402
+from support.gui import KeywordEngine, catalog_of, make_db, open_window  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 
 
 def test_demo_seed_imports_realistic_orders(tmp_path):

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QApplication, QDialog  # noqa: E402
 
 from radassist import audit, users  # noqa: E402
 from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, Actor  # noqa: E402
-from tests.test_gui_support import ORDERS, KeywordEngine, catalog_of, make_db, ui_settings  # noqa: E402
+from support.gui import ORDERS, KeywordEngine, catalog_of, make_db, ui_settings  # noqa: E402
 
 RAD = Actor("rad", RADIOLOGIST)
 ADM = Actor("admin", ADMIN)
