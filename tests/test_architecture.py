@@ -1,6 +1,12 @@
 """The core never imports Qt: only radassist.gui may (design: layers)."""
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import radassist
 
@@ -33,6 +39,19 @@ def test_only_gui_imports_qt():
     assert not offenders, offenders
 
 
-def test_import_linter_contract_is_declared():
-    text = (PACKAGE.parent / "pyproject.toml").read_text()
-    assert "Core does not import Qt" in text
+@pytest.mark.parametrize("probe, contract", [
+    ("import PySide6.QtCore\n", "Core does not import Qt"),
+    ("from radassist.gui import worklist_model\n", "Only the gui command reaches the GUI package"),
+])
+def test_import_linter_contracts_catch_a_new_core_module(tmp_path, probe, contract):
+    """The contracts cover the whole core, so a module nobody listed is checked too."""
+    shutil.copytree(PACKAGE, tmp_path / "radassist", ignore=shutil.ignore_patterns("__pycache__", "*.pt", "*.safetensors"))
+    shutil.copy(PACKAGE.parent / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "radassist" / "brand_new_core_module.py").write_text(probe)
+    run = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
+                          "sys.exit(lint_imports_command())", "--no-cache"],
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0, run.stdout
+    assert f"{contract} BROKEN" in run.stdout
+    assert "radassist.brand_new_core_module" in run.stdout

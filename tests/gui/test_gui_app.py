@@ -28,13 +28,6 @@ def test_demo_seed_imports_realistic_orders(tmp_path):
         priorities = set(session.scalars(select(OrderRow.priority)))
         assert priorities == {"STAT", "URGENT", "ROUTINE"}
         assert session.scalar(select(func.count()).select_from(OrderRow).where(OrderRow.patient_name.is_(None))) == 0
-    dev = Path("/work/shared/dev_orders.jsonl")
-    if dev.exists():
-        import json
-
-        dev_notes = {json.loads(l)["clinical_notes"] for l in dev.read_text().splitlines() if l.strip()}
-        demo_notes = {json.loads(l)["clinical_notes"] for l in DEMO_ORDERS.read_text().splitlines() if l.strip()}
-        assert not dev_notes & demo_notes
 
 
 def test_screenshot_renders_an_order_with_suggestions(qtbot, tmp_path, monkeypatch):
@@ -74,3 +67,19 @@ def test_only_the_gui_package_imports_pyside6():
             if any(n.split(".")[0] == "PySide6" for n in names):
                 offenders.append(str(path))
     assert not offenders
+
+
+def test_demo_orders_are_not_copied_from_the_development_sets():
+    import json
+
+    from radassist.gui.demo import DEMO_ORDERS
+
+    dev_sets = [REPO.parent / "shared" / name for name in ("dev_orders.jsonl", "dev_orders2.jsonl")]
+    if not all(p.exists() for p in dev_sets):
+        pytest.skip("the development sets (../shared) are not beside this checkout")
+    dev_notes = {json.loads(line)["clinical_notes"].strip().lower()
+                 for p in dev_sets for line in p.read_text().splitlines() if line.strip()}
+    demo_notes = {json.loads(line)["clinical_notes"].strip().lower()
+                  for line in DEMO_ORDERS.read_text().splitlines() if line.strip()}
+    assert len(demo_notes) >= 35
+    assert not dev_notes & demo_notes
