@@ -25,8 +25,8 @@ class EvaluationReport:
     coverage_at_target: float = float("nan")      # best coverage on this set at the target precision
     review_rate: float = float("nan")             # share of orders the engine marked "review"
     precision_pre_selected: float = float("nan")  # top-1 precision on the orders it did not mark
-    per_category: dict = None                     # category -> {"n", "top1", "top3"}
-    reliability: list = None                      # [{"bin": "0.9-1.0", "n", "confidence", "accuracy"}]
+    per_category: dict | None = None              # category -> {"n", "top1", "top3"}
+    reliability: list | None = None                     # [{"bin": "0.9-1.0", "n", "confidence", "accuracy"}]
 
     def to_json(self) -> dict:
         def clean(v):

@@ -282,8 +282,9 @@ def _implant(text: str, flag: SafetyFlag) -> SafetyFlag:
                  r"(?:declined|refused|not\s+(?:needed|fitted|implanted|done))|never\s+(?:fitted|implanted)", ctx):
         status = "resolved"  # the device was never put in
     handled = ""
-    if _IMPLANT_CLEARED.search(ctx) and not _UNKNOWN_IMPLANT.search(near):
-        handled = _IMPLANT_CLEARED.search(ctx).group(0)
+    cleared = _IMPLANT_CLEARED.search(ctx)
+    if cleared and not _UNKNOWN_IMPLANT.search(near):
+        handled = cleared.group(0)
     m = _SAFETY_CLEARED.search(ctx)
     if m and not _NEG_BEFORE.search(ctx[max(0, m.start() - 15):m.start()]) and not re.search(
             r"not\s+(?:been\s+|yet\s+)?(?:cleared|allowed|approved)|declin|refus", m.group(0)):
@@ -468,7 +469,7 @@ _SUPP_CLAUSTRO = re.compile(r"\b(?:anxious|nervous|uneasy)\s+(?:in|about|with|in
 
 def _supplementary_flags(text: str, present: set[str], policy=None) -> list[SafetyFlag]:
     """Phrasings the checker's patterns miss (typos, arrows, obstetric shorthand, uncertainty)."""
-    out = []
+    out: list[SafetyFlag] = []
     if not text:
         return out
 
@@ -478,6 +479,7 @@ def _supplementary_flags(text: str, present: set[str], policy=None) -> list[Safe
         present.add(ftype)
 
     low = text.lower()
+    m: re.Match[str] | None
 
     def mentions(*needles: str) -> bool:  # a cheap test before each regex
         return any(n in low for n in needles)

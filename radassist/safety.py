@@ -225,8 +225,10 @@ class _Doc:
         """Lower-cased text after ``end`` in the same clause (at most ``width``)."""
         if self._starts is None:
             self._bounds()
-        i = bisect_left(self._starts, end)
-        hi = self._starts[i] if i < len(self._starts) else len(self.low)
+        starts = self._starts
+        assert starts is not None  # _bounds() sets it
+        i = bisect_left(starts, end)
+        hi = starts[i] if i < len(starts) else len(self.low)
         return self.low[end:min(hi, end + width)]
 
     def negated(self, start: int, end: int, kind: str) -> bool:
@@ -336,7 +338,7 @@ def _values(m: re.Match) -> list[float]:
 
 
 def _is_lower_bound(cmp: str | None) -> bool:
-    return bool(cmp) and cmp.strip().lower() in (">", ">=", "=>", "≥", "greater than", "over", "above")
+    return cmp is not None and cmp.strip().lower() in (">", ">=", "=>", "≥", "greater than", "over", "above")
 
 
 def _gfr_low(m: re.Match, text: str) -> bool:

@@ -1557,7 +1557,7 @@ def _one(r: random.Random, p: Protocol, kn: Knowledge, codes: set[str]) -> tuple
         tail = r.choice(CONTRA_TAIL[kind])
         if tail and r.random() < 0.3:
             extra = f"{extra}, {tail}"
-        extras = [extra]
+        extras: list[str] = [extra]
         if sw.extras and r.random() < 0.35:
             extras.append(r.choice(sw.extras))
         notes = _compose(r, src, scenario, extras, age, sex)
@@ -1589,7 +1589,7 @@ def _one(r: random.Random, p: Protocol, kn: Knowledge, codes: set[str]) -> tuple
     if r.random() < 0.035:  # empty note: the ordered exam carries the information
         return (_exam_case(r, r.choice(kn.exams)), "", age, sex, _priority(r, kn.priority),
                 kn.acceptable + marker)
-    extras: list[str] = []
+    extras = []
     if r.random() < (0.3 if p.code in _SWITCH_SOURCES else 0.15):
         extras.append(_fill(r.choice(_benign_pool(p, age, sex)), r))
     notes = _compose(r, kn, scenario, extras, age, sex)

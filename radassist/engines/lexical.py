@@ -52,7 +52,7 @@ def featurize(orders: Sequence[Order]) -> torch.Tensor:
             rows.append(i)
             cols.append(k)
             vals.append(v / norm)
-    return torch.sparse_coo_tensor([rows, cols], vals, (len(orders), DIM), dtype=torch.float32).coalesce()
+    return torch.sparse_coo_tensor(torch.tensor([rows, cols], dtype=torch.long), torch.tensor(vals), (len(orders), DIM), dtype=torch.float32).coalesce()
 
 
 class LexicalModel:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -49,14 +50,15 @@ class MiniLMEncoder:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.dtype = pick_dtype(device, dtype)
-            self.model = BertModel.from_pretrained(path).to(device=device, dtype=self.dtype).eval()
+            model: torch.nn.Module = BertModel.from_pretrained(path)
+            self.model: Any = model.to(device=device, dtype=self.dtype).eval()
         except (OSError, ValueError) as exc:
             raise EngineError(f"cannot load all-MiniLM-L6-v2 from {path}: {exc}") from None
         self.device = device
         self.path = path
 
     def get_embedding_dimension(self) -> int:
-        return self.model.config.hidden_size
+        return int(self.model.config.hidden_size)
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 64, normalize: bool = True) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from typing import Any
 
 PRIORITIES = {"stat": "STAT", "asap": "URGENT", "urgent": "URGENT", "routine": "ROUTINE"}
 GENDERS = {"female": "F", "male": "M", "other": "O", "unknown": "U"}
@@ -40,12 +41,13 @@ class FHIRProblem:
 def _validate(resource: dict) -> None:
     import pydantic
 
+    from fhir.resources.R4B.patient import Patient
+    from fhir.resources.R4B.servicerequest import ServiceRequest
+
     kind = resource.get("resourceType")
-    if kind == "ServiceRequest":
-        from fhir.resources.R4B.servicerequest import ServiceRequest as model
-    elif kind == "Patient":
-        from fhir.resources.R4B.patient import Patient as model
-    else:
+    models: dict[str, type[Patient] | type[ServiceRequest]] = {"ServiceRequest": ServiceRequest, "Patient": Patient}
+    model = models.get(kind or "")
+    if model is None:
         return
     try:
         model.model_validate(resource)
@@ -167,7 +169,7 @@ def map_service_request(resource: dict, index: dict[str, dict], position: int,
     notes += [(n.get("text") or "").strip() for n in resource.get("note") or [] if isinstance(n, dict)]
     notes += [(r.get("display") or "").strip() for r in resource.get("supportingInfo") or [] if isinstance(r, dict)]
     patient = _resolve(resource.get("subject"), index, resource)
-    record = {"accession": accession, "ordered_exam": exam or "(cancelled)",
+    record: dict[str, Any] = {"accession": accession, "ordered_exam": exam or "(cancelled)",
               "clinical_notes": "\n".join(n for n in notes if n),
               "priority": PRIORITIES.get((resource.get("priority") or "routine").lower(), "ROUTINE"),
               "ordered_at": at.isoformat(), "sex": "U", "age": None}
@@ -204,9 +206,11 @@ def read_fhir(data: bytes, now: datetime | None = None) -> tuple[list[FHIROrder]
     if not isinstance(doc, dict):
         return [], [FHIRProblem(0, "expected a FHIR resource (JSON object)")]
     kind = doc.get("resourceType")
+    entries: list[tuple[int, dict | None]]
+    index: dict[str, dict]
     if kind == "ServiceRequest":
         entries = [(0, doc)]
-        index: dict[str, dict] = {}
+        index = {}
     elif kind == "Bundle":
         raw = doc.get("entry") or []
         if not isinstance(raw, list):

@@ -416,16 +416,16 @@ def _item(index: int, g: _Group, patient: dict, patient_meta: dict, msg_time: da
     priority = None
     for seg in g.tq1:
         priority = priority or _priority(seg.get(9))
-    for seg, n in ((orc, 7), (obr, 27)):
-        if seg is not None and priority is None:
-            priority = _priority(seg.get(n, 6))
+    for maybe, n in ((orc, 7), (obr, 27)):
+        if maybe is not None and priority is None:
+            priority = _priority(maybe.get(n, 6))
     if priority is None and obr is not None:
         priority = _priority(obr.get(5))
     ordered_at = None
-    for seg, n in ((orc, 9), (obr, 6), (obr, 7)):
-        if seg is not None and ordered_at is None:
+    for maybe, n in ((orc, 9), (obr, 6), (obr, 7)):
+        if maybe is not None and ordered_at is None:
             try:
-                ordered_at = parse_ts(seg.get(n))
+                ordered_at = parse_ts(maybe.get(n))
             except ValueError:
                 pass
     provider = (_person(orc, 12) if orc is not None else "") or (_person(obr, 16) if obr is not None else "")

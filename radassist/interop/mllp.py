@@ -239,10 +239,15 @@ class MLLPClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def send_raw(self, data: bytes) -> None:
+    def _connected(self) -> socket.socket:
         self.connect()
+        assert self._sock is not None  # connect() opened it or raised
+        return self._sock
+
+    def send_raw(self, data: bytes) -> None:
+        sock = self._connected()
         try:
-            self._sock.sendall(data)
+            sock.sendall(data)
         except OSError as exc:
             self.close()
             raise MLLPError(f"send failed: {exc.strerror or type(exc).__name__}") from None
@@ -255,9 +260,12 @@ class MLLPClient:
             if remaining <= 0:
                 self.close()
                 raise MLLPError("no acknowledgement before the timeout")
-            self._sock.settimeout(remaining)
+            sock = self._sock
+            if sock is None:
+                raise MLLPError("not connected")
+            sock.settimeout(remaining)
             try:
-                data = self._sock.recv(65536)
+                data = sock.recv(65536)
             except socket.timeout:
                 continue
             except OSError as exc:

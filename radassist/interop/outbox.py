@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.sqlite import insert
@@ -30,6 +31,10 @@ from radassist.audit import record_event
 from radassist.interop.feed import INTERFACE
 from radassist.interop.hl7_orders import escape, parse_ack
 from radassist.store.models import DecisionRow, InterfaceOrderRow, OrderRow, OutboxRow, ProtocolRow, utcnow
+
+if TYPE_CHECKING:
+    from radassist.interop.mllp import MLLPClient
+    from radassist.store.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +158,7 @@ def enqueue_decisions(session: Session, dest: Destination, limit: int = 1000) ->
             destination=dest.name, decision_id=decision.id, order_id=order.id, control_id=control_id,
             payload=payload, status=PENDING, attempts=0, next_attempt_at=now, created_at=now,
         ).on_conflict_do_nothing(index_elements=["destination", "decision_id"]))
-        added += result.rowcount or 0
+        added += getattr(result, "rowcount", 0) or 0  # an INSERT's CursorResult
     return added
 
 
@@ -174,12 +179,12 @@ class Rejected(Exception):
 class OutboxSender:
     """Delivers one destination's outbox in order; ``run_once`` does at most one delivery."""
 
-    db: object
+    db: Database
     dest: Destination
     timeout: float = 10.0
     max_backoff: float = 10.0
     max_app_errors: int = 3
-    _client: object = field(default=None, init=False, repr=False)
+    _client: MLLPClient | None = field(default=None, init=False, repr=False)
 
     def backoff(self, attempts: int) -> float:
         return min(self.max_backoff, 0.25 * (2 ** max(0, attempts - 1)))
@@ -243,7 +248,7 @@ class OutboxSender:
             attempts = row.attempts + 1
             delay = self.backoff(attempts)
             with self.db.session() as session:
-                live = session.get(OutboxRow, row.id)
+                live = session.get_one(OutboxRow, row.id)
                 live.attempts = attempts
                 live.last_error = str(exc)[:200]
                 live.next_attempt_at = utcnow() + timedelta(seconds=delay)
@@ -260,7 +265,7 @@ class OutboxSender:
 
     def _finish(self, row: OutboxRow, status: str, answer: str) -> None:
         with self.db.session() as session:
-            live = session.get(OutboxRow, row.id)
+            live = session.get_one(OutboxRow, row.id)
             live.status = status
             live.attempts = row.attempts + 1
             live.sent_at = utcnow() if status == SENT else None

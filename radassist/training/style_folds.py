@@ -106,6 +106,7 @@ def train_by_style(catalog: Sequence[Protocol], corpus: Sequence[LabelledOrder],
         engine.lexical_weight = 0.0
         head_logits.append(engine._logits(emb, feat, ind_sim, orders))
         engine.lexical_weight = weight
+        assert engine.lexical is not None  # fitted with lexical_weight > 0
         lex_logp.append(engine.lexical.log_probs(orders, engine.codes))
         familiar += engine.familiarity(emb).tolist()
         flags_all += flags
@@ -116,7 +117,7 @@ def train_by_style(catalog: Sequence[Protocol], corpus: Sequence[LabelledOrder],
     head_l, lex_l = torch.cat(head_logits), torch.cat(lex_logp)
     y = torch.tensor([code_index[e.code] for e in held])
 
-    best = None
+    best: tuple | None = None
     for w in LEXICAL_WEIGHTS:
         logits = head_l + w * lex_l
         temp = fit_temperature(logits, y)
@@ -126,6 +127,7 @@ def train_by_style(catalog: Sequence[Protocol], corpus: Sequence[LabelledOrder],
         say(f"lexical weight {w}: held-out top-1 {top1:.3f}, NLL {nll:.3f}")
         if best is None or (top1, -nll) > (best[1], -best[2]):
             best = (w, top1, nll, temp, ranked)
+    assert best is not None  # LEXICAL_WEIGHTS is not empty
     w, _, _, temp, ranked = best
     conf = [r[0].score if r else 0.0 for r in ranked]
     correct = [bool(r) and _hit(e, r[0].code) for e, r in zip(held, ranked)]

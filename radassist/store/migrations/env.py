@@ -8,7 +8,10 @@ connection = config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only for `alembic` on the command line
     from sqlalchemy import create_engine
 
-    connection = create_engine(config.get_main_option("sqlalchemy.url")).connect()
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("set sqlalchemy.url to run migrations from the command line")
+    connection = create_engine(url).connect()
 
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
 with context.begin_transaction():
