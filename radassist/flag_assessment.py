@@ -24,7 +24,7 @@ import re
 from dataclasses import replace
 
 from radassist.domain import SafetyFlag
-from radassist.safety import check_notes
+from radassist.safety import NEGATION_BEFORE, affirmed_match, check_notes
 
 _I = re.IGNORECASE
 _SENT_END = re.compile(r"(?<!\d)[.!](?=\s|$)|[;\n]")
@@ -74,12 +74,8 @@ _PREMED = re.compile(r"pre-?\s?med|premedicat|steroid\s+(?:prep|cover|protocol)|
                      r"prednisone\s+\d+\s*mg|antihistamine\s+cover|accelerated\s+premed", _I)
 
 
-_NEG_BEFORE = re.compile(r"(?:\bno|\bnot|\bnil|\bwithout|\bdenie[sd]|\bdeny|\bnever|\bw/o|\bnon)[\s-]+(?:[\w/]+[\s-]+){0,3}$", _I)
-
-
-def _affirmed(pattern: re.Pattern, text: str) -> bool:
-    """A match of ``pattern`` in ``text`` not preceded by a negation ("no airway sx")."""
-    return any(not _NEG_BEFORE.search(text[max(0, m.start() - 25):m.start()]) for m in pattern.finditer(text))
+_NEG_BEFORE = NEGATION_BEFORE
+_affirmed = affirmed_match
 
 
 def _contrast_allergy(text: str, flag: SafetyFlag, policy=None) -> SafetyFlag:

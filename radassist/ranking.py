@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from radassist.domain import Order, Protocol, SafetyFlag, Suggestion
+from radassist.safety import affirmed_match
 from radassist.safety_policy import SafetyPolicy, protocol_agent
 
 _STOP = set("""a an and are as at be by for from has have in is it of on or the to with without w wo
@@ -59,11 +60,7 @@ def why_phrases(notes: str, protocol: Protocol, limit: int = 2) -> tuple[str, ..
     return tuple(c for _, _, c in scored[:limit])
 
 
-_NEGATED = re.compile(r"(?:\bno|\bnot|\bwithout|\bnil|\bnegative\s+for|\bclear\s+of)[\s-]+(?:[\w/]+[\s-]+){0,2}$", re.I)
-
-
-def _affirmed_match(pattern: re.Pattern, text: str) -> bool:
-    return any(not _NEGATED.search(text[max(0, m.start() - 25):m.start()]) for m in pattern.finditer(text))
+_affirmed_match = affirmed_match
 
 
 def _row_applies(policy: SafetyPolicy, code: str, key: str, notes: str) -> bool:

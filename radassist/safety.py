@@ -235,6 +235,24 @@ class _Doc:
         return _negated_windows(self.pre(start), self.post(end), kind)
 
 
+# A negation cue a few words before a phrase ("no airway sx", "denies prior reaction", "negative for
+# hcg"): the one quick check for callers that look at a single phrase (flag assessment, the ranking's
+# unless/only-if rules); `_Doc.negated` is the full clause-window test the checker itself uses.
+NEGATION_BEFORE = re.compile(
+    r"(?:\bno|\bnot|\bnil|\bwithout|\bdenie[sd]|\bdeny|\bnever|\bw/o|\bnon|\bnegative\s+for|\bclear\s+of)"
+    r"[\s-]+(?:[\w/]+[\s-]+){0,3}$", re.I)
+
+
+def negated_before(text: str, start: int, window: int = 25) -> bool:
+    """Whether a negation cue sits in the ``window`` characters before ``start``."""
+    return bool(NEGATION_BEFORE.search(text[max(0, start - window):start]))
+
+
+def affirmed_match(pattern: re.Pattern, text: str, window: int = 25) -> bool:
+    """A match of ``pattern`` in ``text`` that no negation cue precedes."""
+    return any(not negated_before(text, m.start(), window) for m in pattern.finditer(text))
+
+
 # --------------------------------------------------------------------------- #
 # Concept patterns
 # --------------------------------------------------------------------------- #

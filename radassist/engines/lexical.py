@@ -52,7 +52,10 @@ def featurize(orders: Sequence[Order]) -> torch.Tensor:
             rows.append(i)
             cols.append(k)
             vals.append(v / norm)
-    return torch.sparse_coo_tensor(torch.tensor([rows, cols], dtype=torch.long), torch.tensor(vals), (len(orders), DIM), dtype=torch.float32).coalesce()
+    indices = torch.tensor([rows, cols], dtype=torch.long)
+    # indices are in range by construction (k < DIM): no invariant check needed
+    return torch.sparse_coo_tensor(indices, torch.tensor(vals, dtype=torch.float32), (len(orders), DIM),
+                                   check_invariants=False).coalesce()
 
 
 class LexicalModel:
