@@ -20,6 +20,7 @@ def _write(path, lines):
     return path
 
 
+@pytest.mark.slow  # loads the shipped engine and MiniLM
 def test_predict_contract_and_bad_lines(tmp_path):
     inp = _write(tmp_path / "in.jsonl", [ORDERS[0], "{broken", {"accession": "P3"}, ORDERS[1]])
     out = tmp_path / "out.jsonl"
@@ -44,6 +45,7 @@ def test_predict_contract_and_bad_lines(tmp_path):
     assert lines[3]["suggestions"][0]["code"] == "MR-KNEE-WO"
 
 
+@pytest.mark.slow  # loads the shipped engine and MiniLM
 def test_evaluate_reports_every_metric(tmp_path, capsys):
     data = _write(tmp_path / "dev.jsonl", ORDERS)
     assert main(["evaluate", "--data", str(data), "--engine", "embedding", "--json",

@@ -75,6 +75,7 @@ def test_no_dev_note_copied_or_paraphrased(corpus):
             assert len(d4 & s4) / len(d4) < 0.5, (acc, note)
 
 
+@pytest.mark.slow
 def test_flag_steering_never_moves_a_correct_label_away(corpus):
     """Oracle check of the site policy: if the model ranked each order's labelled protocol first,
     steering by the flags found in its notes keeps an acceptable protocol on top."""

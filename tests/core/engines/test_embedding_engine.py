@@ -11,6 +11,10 @@ from radassist.synthetic import generate
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 
+# Each test here trains or loads a real head on MiniLM embeddings (tens of seconds on 2 cores).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def trained(catalog, sentence_encoder):
     engine = EmbeddingEngine(catalog, encoder=sentence_encoder)
