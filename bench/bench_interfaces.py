@@ -117,7 +117,7 @@ def bench_listener(tmp: Path, n: int) -> dict:
 
 
 def bench_suggestions(tmp: Path, engine_name: str, n: int = 20) -> dict:
-    from radassist.engines import create_site_engine
+    from radassist.engine_factory import create_site_engine
     from radassist.service import Service, ServiceConfig
 
     db = fresh_db(tmp, f"suggest-{engine_name}")

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from radassist.catalog import default_catalog  # noqa: E402
 from radassist.domain import Order  # noqa: E402
-from radassist.llm_model import peak_rss_mb  # noqa: E402
+from radassist.engines.llm_model import peak_rss_mb  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "dev_orders.jsonl"
 

@@ -27,7 +27,7 @@ SHARED = ROOT.parent / "shared"
 
 
 def build(name, catalog):
-    from radassist.engines import create_engine
+    from radassist.engine_factory import build_engine as create_engine
     from radassist.engines.embedding import EmbeddingEngine
 
     if name == "untrained":

@@ -55,8 +55,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from radassist.catalog import catalog_from_db, ensure_catalog
-    from radassist.domain import Suggestion
-    from radassist.engines import create_embedding_engine, create_site_engine
+    from radassist.domain import FLAG_TYPES, Suggestion
+    from radassist.engine_factory import create_site_engine
+    from radassist.engines import create_embedding_engine
     from radassist.ingest import import_files
     from radassist.store import open_database
     from radassist.store.models import OrderRow
@@ -99,8 +100,9 @@ def main(argv=None) -> int:
     with db.session() as session:
         ids = dict(session.query(OrderRow.accession, OrderRow.id))
         for acc, e in train_rows + held_rows:
+            # historical decisions: whatever the notes say, the radiologist weighed it
             record_decision(session, RAD, DecisionInput(ids[acc], SITE_CODE, Suggestion(SHIPPED_CODE, "", 0.9),
-                                                        model_version=shipped.model_id))
+                                                        model_version=shipped.model_id, acknowledged=FLAG_TYPES))
     print(f"decisions recorded: {len(train_rows)} overrides in the training split, "
           f"{len(held_rows)} in the held-out split; {len(fresh)} fresh orders of that kind for extra checking")
     held_orders = [e.order for _, e in held_rows]
@@ -109,14 +111,16 @@ def main(argv=None) -> int:
               "dev": top1(shipped, dev)}
 
     def retrain(engine: str, extra: list[str]) -> tuple[str, float, int, str]:
-        version = f"{engine}-bench-{time.strftime('%H%M%S')}"
-        with db.session() as session:
-            registry.start_run(session, ADMIN_ACTOR, engine, version, data={}, hyperparams={"replay": args.replay})
+        with db.session() as session:  # as the app does: a registered run and its one-time token
+            run, token = registry.register_app_run(session, ADMIN_ACTOR, engine, data={},
+                                                   hyperparams={"replay": args.replay})
+        version = run.version
         cmd = [sys.executable, "-m", "radassist.cli", "train", "--engine", engine, "--from-db", "--db",
                str(db.path), "--run-id", version, "--json-progress", "--replay", str(args.replay),
                "--out", str(tmp / "models"), *extra]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, registry.RUN_TOKEN_ENV: token})
         seconds = time.perf_counter() - t0
         return version, seconds, proc.returncode, proc.stdout[-2000:] + proc.stderr[-2000:]
 
@@ -127,7 +131,8 @@ def main(argv=None) -> int:
     with db.session() as session:
         run = registry.get_version(session, version)
         cmp = run.metrics["comparison"]
-        registry.promote(session, ADMIN_ACTOR, version)
+        gate = run.metrics["gate"]
+        registry.promote(session, ADMIN_ACTOR, version, force=True)  # the gate's verdict is printed below
     after_engine, _ = create_site_engine(db, "embedding")
     after = {"held": follows_site(after_engine, held_orders), "fresh": follows_site(after_engine, fresh),
              "dev": top1(after_engine, dev)}
@@ -135,6 +140,7 @@ def main(argv=None) -> int:
           f"(train set {run.metrics['data']}); promoted {version} -> model {after_engine.model_id}")
     print(f"  registry comparison on held-out decisions: active top-1 {cmp['active']['top1']:.3f} -> "
           f"candidate {cmp['candidate']['top1']:.3f} (ECE {cmp['active']['ece']:.3f} -> {cmp['candidate']['ece']:.3f})")
+    print(f"  promotion gate: {'passes' if gate['passed'] else 'refuses'} — {gate['summary']}")
     print(f"  {'':36} {'before':>8} {'after':>8}")
     print(f"  {'follows the site, held-out decided':36} {before['held']:8.1%} {after['held']:8.1%}   (n={len(held_orders)}, target >= 90%)")
     print(f"  {'follows the site, fresh orders':36} {before['fresh']:8.1%} {after['fresh']:8.1%}   (n={len(fresh)})")

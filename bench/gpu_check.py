@@ -45,7 +45,7 @@ def main() -> int:
 
     from radassist.catalog import default_catalog
     from radassist.engines.llm import LLMEngine
-    from radassist.llm_model import load_base_model
+    from radassist.engines.llm_model import load_base_model
     from radassist.synthetic import generate
     from radassist.training.qlora import QLoRAConfig, train
 

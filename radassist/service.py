@@ -1,7 +1,7 @@
 """`radassist serve`: the background service of a site (listeners, suggestion worker, outbox).
 
 - MLLP listener(s): HL7 v2 orders in, ACK out (``radassist.interop``).
-- Suggestion worker: one thread that owns the site's engine (``engines.create_site_engine``) and
+- Suggestion worker: one thread that owns the site's engine (``engine_factory.create_site_engine``) and
   computes suggestions for every new order as it arrives (the listener hands it the ids) and,
   every few seconds, for any to-do order without suggestions from the current model (orders
   imported some other way). Stored with ``worklist.save_prediction``, exactly as the app's
@@ -60,7 +60,7 @@ class SuggestionWorker(threading.Thread):
         self.stored_at: dict[int, float] = {}  # order id -> time.monotonic() when stored (for the bench)
 
     def _site_engine(self):
-        from radassist.engines import create_site_engine
+        from radassist.engine_factory import create_site_engine
 
         engine, warning = create_site_engine(self.db)
         if warning:

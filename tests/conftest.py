@@ -10,12 +10,18 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session")
+def _session_cache_dir(tmp_path_factory):
+    """One cache folder for the whole run: derived data (catalog embeddings) is computed once, not per test."""
+    return os.environ.get("RADASSIST_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path_factory, monkeypatch):
-    """Never touch the real user data folder from a test."""
+def _isolated_dirs(tmp_path_factory, monkeypatch, _session_cache_dir):
+    """Never touch the real user data folder from a test; each test gets its own data folder."""
     base = tmp_path_factory.mktemp("appdirs")
     monkeypatch.setenv("RADASSIST_DATA_DIR", str(base / "data"))
-    monkeypatch.setenv("RADASSIST_CACHE_DIR", str(os.environ.get("RADASSIST_TEST_CACHE", base / "cache")))
+    monkeypatch.setenv("RADASSIST_CACHE_DIR", _session_cache_dir)
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from radassist.paths import default_db_path
 def add_engine_arguments(parser) -> None:
     parser.add_argument("--engine", choices=("embedding", "llm"), default=None,
                         help="suggestion engine (default: the site setting, else embedding)")
+    parser.add_argument("--model-version", metavar="VERSION", default=None,
+                        help="registry version to use (default: the active one; 'shipped': the shipped model)")
     parser.add_argument("--catalog", metavar="CSV", help="protocol catalog (default: the database's)")
 
 
@@ -42,12 +44,32 @@ def resolve_catalog(args):
 
 
 def build_engine(args, catalog):
-    """The engine named on the command line or in the settings; says so on stderr when it falls back."""
-    from radassist.engines import create_engine_with_fallback
+    """The engine the site runs (engine_factory): the --engine or configured engine, the registry's active
+    version unless --model-version names another; says so on stderr when it falls back."""
+    from radassist import engine_factory
 
+    path = Path(getattr(args, "db", None) or default_db_path())
+    version = getattr(args, "model_version", None)
     settings = site_settings(args)
-    name = args.engine or settings.engine
-    engine, warning = create_engine_with_fallback(name, catalog, settings)
+    if path.exists():
+        from radassist.store import open_database
+
+        db = open_database(path)
+        if version is None:
+            engine, warning = engine_factory.engine_with_fallback(db, catalog, settings, args.engine)
+        else:  # an explicitly named version: no silent fallback to another model
+            engine, warning = engine_factory.engine_for(db, catalog, settings, args.engine, version), None
+    else:  # no database, so no registry: the shipped models
+        if version not in (None, engine_factory.SHIPPED):
+            raise engine_factory.EngineError(f"no database at {path}: no model version {version!r}")
+        name = args.engine or settings.engine
+        try:
+            engine, warning = engine_factory.build_engine(name, catalog, settings), None
+        except (engine_factory.EngineError, ImportError, OSError, RuntimeError, ValueError) as exc:
+            if name == "embedding":
+                raise
+            engine = engine_factory.build_engine("embedding", catalog, settings)
+            warning = f"{name} engine unavailable ({exc}); using the embedding engine"
     if warning:
         print(f"radassist: warning: {warning}", file=sys.stderr)
     return engine, settings

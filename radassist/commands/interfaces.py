@@ -89,7 +89,7 @@ def run_serve(args) -> int:
     if args.results_folder:
         config.destinations.append(Destination("fhir", folder=args.results_folder))
     if args.engine and config.suggestions:
-        from radassist.engines import create_site_engine
+        from radassist.engine_factory import create_site_engine
 
         config.engine_factory = lambda: create_site_engine(db, args.engine)
     service = Service(db, config).start()

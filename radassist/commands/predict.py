@@ -44,13 +44,13 @@ def _parse_lines(data: bytes):
 
     for number, record, error in iter_jsonl_records(data):
         accession = record.get("accession") if isinstance(record, dict) else None
-        if error is None:
+        if error is None and isinstance(record, dict):
             try:
                 yield accession, order_from_record(record), None
                 continue
             except OrderFormatError as exc:
                 error = str(exc)
-        yield accession, None, f"line {number}: {error}"
+        yield accession, None, f"line {number}: {error or 'not a JSON object'}"
 
 
 def run_predict(args) -> int:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from radassist.domain import FLAG_TYPES, MODALITIES, LabelledOrder, Order, Predi
 from radassist.engines.base import EngineError, SuggestionEngine
 from radassist.engines.sentence_encoder import MiniLMEncoder
 from radassist.paths import MODELS_DIR
+
+if TYPE_CHECKING:
+    from radassist.engines.lexical import LexicalModel
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +144,7 @@ class EmbeddingEngine(SuggestionEngine):
         self.dim = self.encoder.get_embedding_dimension()
         self.head: ScoringHead | None = None
         self.temperature = 1.0
-        self.lexical = None            # LexicalModel, trained with the head
+        self.lexical: LexicalModel | None = None  # trained with the head
         self.lexical_weight = 0.0
         self.calibration: dict = {}    # review threshold, OOD threshold, target precision (fitted by style)
         self.target_precision: float | None = None  # the site's setting; None: the one fitted
@@ -295,10 +299,11 @@ class EmbeddingEngine(SuggestionEngine):
     # --- learning -----------------------------------------------------------------------------
     def fit(self, examples: Sequence[LabelledOrder], val_fraction: float = 0.15, epochs: int = 200,
             lr: float = 0.01, weight_decay: float = 1e-4, seed: int = 0, warm_start: bool = False,
-            lexical_weight: float | None = None, **_) -> dict:
+            lexical_weight: float | None = None, on_epoch=None, **_) -> dict:
         """Train the head on labelled orders (seconds on a CPU); fits the temperature on a held-out split.
 
         ``warm_start``: start from the loaded head (retraining from decisions) instead of from scratch.
+        ``on_epoch(epoch, epochs, loss)``: called after each epoch (training-run progress; may raise to stop).
         """
         t0 = time.perf_counter()
         examples = [e for e in examples if e.code in set(self.codes)]
@@ -329,12 +334,14 @@ class EmbeddingEngine(SuggestionEngine):
         self._refresh_known_index()
         opt = torch.optim.AdamW(self.head.parameters(), lr=lr, weight_decay=weight_decay)
         tr = torch.as_tensor(train_ids)
-        for _ in range(epochs):
+        for epoch in range(epochs):
             opt.zero_grad()
             logits = self.head(emb[tr], feat[tr], self.proto_emb, self.proto_feat, ind_sim[tr], self.known_index)
             loss = nn.functional.cross_entropy(logits, y[tr], label_smoothing=0.05)
             loss.backward()
             opt.step()
+            if on_epoch is not None:
+                on_epoch(epoch + 1, epochs, float(loss.detach()))
         self.head.eval()
         from radassist.engines.lexical import LexicalModel
 

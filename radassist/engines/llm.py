@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -282,12 +283,12 @@ class LLMEngine(SuggestionEngine):
         loaded=None,
         max_batch_tokens: int = 4096,
     ):
-        """``loaded``: an already loaded ``radassist.llm_model.LoadedModel`` (its model may be
+        """``loaded``: an already loaded ``radassist.engines.llm_model.LoadedModel`` (its model may be
         a peft model); otherwise the base model is loaded from settings and the adapter
         applied. ``shortlist_engine``: an engine with ``shortlist(orders, k)`` (the embedding
         engine) or such a callable; its top ``shortlist_size`` codes are scored. None scores
         the whole catalog. ``safety`` defaults to ``radassist.safety.check_notes``."""
-        from radassist.llm_model import load_base_model
+        from radassist.engines.llm_model import load_base_model
 
         self._adapter_dir = resolve_adapter(adapter)
         self.calibration = Calibration.load(self._adapter_dir) if self._adapter_dir else Calibration()
@@ -302,10 +303,12 @@ class LLMEngine(SuggestionEngine):
             from peft import PeftModel
 
             try:
-                self.loaded.model = PeftModel.from_pretrained(self.loaded.model, str(self._adapter_dir))
+                base: Any = self.loaded.model  # a transformers PreTrainedModel
+                self.loaded.model = PeftModel.from_pretrained(base, str(self._adapter_dir))
             except Exception as exc:
                 raise EngineError(f"could not load adapter {self._adapter_dir}: {type(exc).__name__}: {exc}") from exc
-        self.loaded.model.eval()
+        model: Any = self.loaded.model
+        model.eval()
         self.scorer = CandidateScorer(self.loaded.model, self.loaded.tokenizer, max_batch_tokens)
         self.shortlist_engine = shortlist_engine
         self.shortlist_fn: ShortlistFn | None = getattr(shortlist_engine, "shortlist", shortlist_engine)
@@ -332,12 +335,29 @@ class LLMEngine(SuggestionEngine):
         tok = self.loaded.tokenizer
         self._cand_ids = {p.code: encode_candidate(tok, p) for p in self.catalog}
 
-    def candidates_for(self, orders: Sequence[Order]) -> list[list[str]]:
+    def shortlist_probabilities(self, orders: Sequence[Order],
+                                flags: Sequence[Sequence[SafetyFlag]] | None = None) -> np.ndarray | None:
+        """The shortlist engine's probabilities over its codes, one row per order, computed once per
+        batch (one MiniLM encoding feeds both the shortlist and the prior), or None when the shortlist
+        engine offers no ``probabilities``."""
+        engine = self.shortlist_engine
+        if engine is None or not hasattr(engine, "probabilities"):
+            return None
+        probs, _ = engine.probabilities(orders, flags=flags)
+        return np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs, dtype=np.float64)
+
+    def candidates_for(self, orders: Sequence[Order], shortlist_probs: np.ndarray | None = None) -> list[list[str]]:
         """Catalog codes to score per order: the shortlist (filtered to the catalog) or all."""
         all_codes = [p.code for p in self.catalog]
         if self.shortlist_fn is None or self.shortlist_size >= len(all_codes):
             return [all_codes for _ in orders]
-        lists = self.shortlist_fn(orders, self.shortlist_size)
+        if shortlist_probs is not None:
+            codes = self.shortlist_engine.codes
+            k = min(self.shortlist_size, len(codes))
+            order_idx = np.argsort(-shortlist_probs, axis=1, kind="stable")[:, :k]
+            lists = [[codes[j] for j in row] for row in order_idx]
+        else:
+            lists = self.shortlist_fn(orders, self.shortlist_size)
         out = []
         for codes in lists:
             kept = list(dict.fromkeys(c for c in codes if c in self._by_code))
@@ -353,15 +373,16 @@ class LLMEngine(SuggestionEngine):
         cands = [[self._cand_ids[c] for c in cs] for cs in codes]
         return self.scorer.score(prompts, cands)
 
-    def prior_probabilities(self, orders: Sequence[Order], codes: Sequence[Sequence[str]]) -> list:
+    def prior_probabilities(self, orders: Sequence[Order], codes: Sequence[Sequence[str]],
+                            shortlist_probs: np.ndarray | None = None) -> list:
         """The shortlist engine's probabilities of each candidate (when the calibration uses
         them as a prior and the engine offers ``probabilities``), else None per order."""
-        engine = self.shortlist_engine
-        if self.calibration.prior_weight <= 0 or not hasattr(engine, "probabilities"):
+        if self.calibration.prior_weight <= 0:
             return [None] * len(orders)
-        probs, _ = engine.probabilities(orders)
-        index = {c: i for i, c in enumerate(engine.codes)}
-        probs = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs, dtype=np.float64)
+        probs = shortlist_probs if shortlist_probs is not None else self.shortlist_probabilities(orders)
+        if probs is None:
+            return [None] * len(orders)
+        index = {c: i for i, c in enumerate(self.shortlist_engine.codes)}
         return [np.array([row[index[c]] if c in index else 0.0 for c in cs]) for row, cs in zip(probs, codes)]
 
     def flags_for(self, orders: Sequence[Order]) -> list[list[SafetyFlag]]:
@@ -376,10 +397,11 @@ class LLMEngine(SuggestionEngine):
         from radassist.ranking import suggestions
 
         started = time.perf_counter()
-        flags = self.flags_for(orders)
-        codes = self.candidates_for(orders)
+        flags = self.flags_for(orders)   # assessed once; the shortlist engine reuses them
+        shortlist_probs = self.shortlist_probabilities(orders, flags if self.safety is None else None)
+        codes = self.candidates_for(orders, shortlist_probs)
         scored = self.raw_scores(orders, flags, codes)
-        priors = self.prior_probabilities(orders, codes)
+        priors = self.prior_probabilities(orders, codes, shortlist_probs)
         each_ms = (time.perf_counter() - started) * 1000 / max(len(orders), 1)
         preds = []
         for order, fl, cs, (sums, lengths), prior in zip(orders, flags, codes, scored, priors):

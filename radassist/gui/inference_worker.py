@@ -20,9 +20,8 @@ from collections.abc import Callable
 from PySide6.QtCore import QThread, Signal
 
 from radassist.engines.base import SuggestionEngine
-from radassist.ingest import order_from_row
-from radassist.store.models import OrderRow
-from radassist.worklist import cached_prediction, save_prediction, todo_order_ids
+from radassist.worklist import save_prediction, todo_order_ids
+from radassist.worklist_queries import orders_to_predict
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +30,40 @@ LOADING, READY, ERROR, STOPPED = "loading", "ready", "error", "stopped"
 
 def default_engine_factory(db, engine_name: str | None = None, fallback: bool = True
                            ) -> Callable[[], SuggestionEngine | tuple[SuggestionEngine, str | None]]:
-    """The site's engine via radassist.engines (create_engine_with_fallback when ``fallback``).
+    """The site's engine via radassist.engine_factory (with the embedding fallback when ``fallback``).
 
     The factory may return ``(engine, reason)``: the reason (why the fallback engine is used) is
     shown in the status bar.
     """
 
     def factory():
-        import radassist.engines as engines  # heavy imports happen here, in the worker thread
+        import radassist.engine_factory as engines  # heavy imports happen here, in the worker thread
 
         engine, reason = engines.create_site_engine(db, engine_name, fallback=fallback)
         return (engine, reason) if fallback else engine
 
     return factory
+
+
+def prewarm_engine_imports() -> threading.Thread:
+    """Import the engines' heavy modules (torch, transformers) in a background thread now.
+
+    Loading torch's extension holds the interpreter lock for about half a second, which stalls the
+    GUI thread once whatever thread does it. The app calls this before the sign-in dialog, so the
+    stall falls while the user types a password rather than while the worklist is in use, and the
+    engine's own load later finds the modules imported.
+    """
+
+    def work():
+        try:
+            import radassist.engine_factory  # noqa: F401
+            import radassist.engines.embedding  # noqa: F401  (torch, the MiniLM encoder)
+        except Exception as exc:  # the worker reports a real failure when it builds the engine
+            log.info("pre-importing the engines failed: %s", _describe(exc))
+
+    thread = threading.Thread(target=work, name="prewarm-engine-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def _leave_a_core_for_the_gui() -> None:
@@ -196,19 +216,10 @@ class InferenceWorker(QThread):
         assert engine is not None
         try:
             with self._db.session() as session:
-                todo = []
-                for order_id in order_ids:
-                    row = session.get(OrderRow, order_id)
-                    if row is None:
-                        continue
-                    cached = cached_prediction(session, order_id, engine.model_id)
-                    if cached is not None:
-                        self._mark_seen(order_id)
-                        self.prediction_ready.emit(order_id, cached)
-                        continue
-                    if row.status != "todo" and not urgent:
-                        continue
-                    todo.append((order_id, order_from_row(row)))
+                stored, todo = orders_to_predict(session, order_ids, engine.model_id, any_status=urgent)
+            for order_id, cached in stored:
+                self._mark_seen(order_id)
+                self.prediction_ready.emit(order_id, cached)
         except Exception as exc:
             self.failed.emit(f"Could not read orders: {_describe(exc)}")
             return

@@ -2,25 +2,25 @@
 
 The training itself runs as ``python -m radassist.cli train ... --json-progress`` in a QProcess, so
 the GUI thread only reads JSON lines: per step ``{"step","total","loss","lr","eta_s"}`` and events
-``{"event": "log"|"done"|"stopped"|"error"}``. The run is registered in the database before the
-process starts (the core refuses non-admins and a second concurrent run, also from another app
-instance). Whatever way the process ends, the run ends in the registry: the command itself records
-candidate / cancelled / failed; a crash, kill or OOM (no "done") is recorded here as failed.
+``{"event": "log"|"done"|"stopped"|"error"}`` (radassist.training.run_service writes them). The run
+is registered in the core before the process starts (`registry.register_app_run`: admins only, one
+run at a time, also across app instances) with a one-time token that the process gets in its
+environment and spends to claim the run. Whatever way the process ends, the run ends in the
+registry: the command records candidate / cancelled / failed; a crash, kill or OOM (no "done") is
+recorded here as failed. The promotion gate and the comparison come from the core
+(`training.gate`); promoting goes through `registry.promote`, which applies the gate again.
 """
 from __future__ import annotations
 
-import os
-
 import json
 import math
+import os
 import sys
 import time
-from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
 from PySide6.QtCore import QPointF, QProcess, QProcessEnvironment, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QFont, QGuiApplication, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox,
     QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
@@ -30,6 +30,8 @@ from PySide6.QtWidgets import (
 from radassist import registry
 from radassist.access import Actor, require
 from radassist.settings import load_settings
+from radassist.training.gate import GateResult, evaluate_gate
+from radassist.training.run_service import decision_stats
 
 ENGINES = ("embedding", "llm")
 
@@ -45,36 +47,26 @@ def format_eta(seconds: float | None) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def decision_stats(session, engine: str) -> dict:
-    """Counts for the panel: decisions since the active model was trained, total, overrides by protocol."""
-    from radassist.store.models import ProtocolRow
-    from radassist.worklist import latest_decisions
-
-    active = registry.active_version(session, engine)
-    since = datetime.fromisoformat(active.finished_at or active.created_at) if active else None
-    latest = latest_decisions(session)
-    recent = [d for d in latest if since is None or d.decided_at >= since]
-    overrides: dict[str, Counter] = {}
-    for d in recent:
-        if d.action == "overridden":
-            overrides.setdefault(d.final_code, Counter())[d.suggested_code or "—"] += 1
-    names = {p.code: p.name for p in session.query(ProtocolRow).filter(ProtocolRow.code.in_(list(overrides)))}
-    by_protocol = sorted(((code, names.get(code, ""), sum(c.values()), c.most_common(1)[0][0])
-                          for code, c in overrides.items()), key=lambda r: (-r[2], r[0]))
-    running = [v for v in registry.list_versions(session) if v.status == registry.RUNNING]
-    return {"active": active, "total": len(latest), "since": len(recent),
-            "overrides": sum(r[2] for r in by_protocol), "by_protocol": by_protocol,
-            "running": running[0] if running else None}
+def nice_ceiling(value: float) -> float:
+    """The smallest 1/2/2.5/5 x 10^k at or above ``value`` (a y-axis top)."""
+    if value <= 0 or not math.isfinite(value):
+        return 1.0
+    exp = math.floor(math.log10(value))
+    for m in (1, 2, 2.5, 5, 10):
+        top = m * 10 ** exp
+        if top >= value - 1e-12:
+            return top
+    return 10 ** (exp + 1)
 
 
-def passes_gate(comparison: dict, gate: float) -> tuple[bool, str]:
-    """Promote only when the candidate's held-out top-1 is at most ``gate`` below the active model's."""
-    if not comparison or not comparison.get("heldout"):
-        return False, "no held-out decisions to judge the candidate on"
-    cand, act = comparison["candidate"]["top1"], comparison["active"]["top1"]
-    if cand + 1e-9 >= act - gate:
-        return True, f"candidate top-1 {cand:.1%} vs active {act:.1%} (gate: at most {gate:.1%} worse)"
-    return False, f"candidate top-1 {cand:.1%} is more than {gate:.1%} below the active model's {act:.1%}"
+def gate_text(gate: GateResult) -> str:
+    """One line for the panel: a tick only when the core's gate passes."""
+    if gate.passed:
+        return "✔ The candidate may be promoted: " + gate.summary + "."
+    reasons = "; ".join(gate.reasons)
+    if gate.overridable:
+        return f"⚠ Too few held-out decisions to tell ({reasons}). Promoting needs your confirmation."
+    return f"✘ Promotion blocked: {reasons}."
 
 
 class LossChart(QWidget):
@@ -103,52 +95,73 @@ class LossChart(QWidget):
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         pal = self.palette()
         p.fillRect(self.rect(), pal.base())
-        left, right, top, bottom = 52, 12, 12, 24
-        w, h = self.width() - left - right, self.height() - top - bottom
-        axis = QPen(pal.mid().color())
-        p.setPen(axis)
-        p.drawRect(left, top, w, h)
-        font = QFont(self.font())
-        font.setPointSizeF(max(7.5, font.pointSizeF() - 2))
-        p.setFont(font)
         text_pen = QPen(pal.text().color())
+        font = QFont(self.font())
         if not self.points:
             p.setPen(text_pen)
-            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "Training loss appears here")
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "The training loss appears here, step by step")
             return
+        if len(self.points) == 1:  # one number is not a chart
+            step, loss = self.points[0]
+            big = QFont(font)
+            big.setPointSizeF(font.pointSizeF() * 2.2)
+            big.setBold(True)
+            p.setFont(big)
+            p.setPen(QPen(QColor("#2f6fd6")))
+            r = self.rect().adjusted(0, 0, 0, -self.height() // 5)
+            p.drawText(r, Qt.AlignmentFlag.AlignCenter, f"{loss:.4f}")
+            p.setFont(font)
+            p.setPen(text_pen)
+            p.drawText(self.rect().adjusted(0, self.height() // 3, 0, 0), Qt.AlignmentFlag.AlignCenter,
+                       f"loss after step {step:g}")
+            return
+        small = QFont(font)
+        small.setPointSizeF(max(7.5, font.pointSizeF() - 1.5))
+        p.setFont(small)
+        metrics = p.fontMetrics()
         xs = [x for x, _ in self.points]
         ys = [y for _, y in self.points]
-        x0, x1 = min(xs), max(max(xs), self.total or 0)
-        y0, y1 = min(ys), max(ys)
+        y_top = nice_ceiling(max(ys) * 1.05)
+        labels = [f"{y_top * f:.3g}" for f in (0.0, 0.5, 1.0)]
+        left = max(metrics.horizontalAdvance(t) for t in labels) + 12
+        right, top, bottom = 14, 10, metrics.height() + 10
+        w, h = max(10, self.width() - left - right), max(10, self.height() - top - bottom)
+        x0 = min(xs)
+        x1 = max(max(xs), self.total or 0)
         if x1 - x0 < 1e-9:
-            x0, x1 = x0 - 0.5, x0 + 0.5
-        if y1 - y0 < 1e-9:
-            y0, y1 = y0 - 0.5, y1 + 0.5
-        pad = (y1 - y0) * 0.08
-        y0, y1 = y0 - pad, y1 + pad
+            x1 = x0 + 1
 
-        def at(x, y):
-            return QPointF(left + (x - x0) / (x1 - x0) * w, top + (1 - (y - y0) / (y1 - y0)) * h)
+        def at(x: float, y: float) -> QPointF:
+            return QPointF(left + (x - x0) / (x1 - x0) * w, top + (1 - y / y_top) * h)
 
-        p.setPen(text_pen)
-        for frac in (0.0, 0.5, 1.0):
-            val = y0 + frac * (y1 - y0)
+        grid = QPen(pal.mid().color())
+        grid.setStyle(Qt.PenStyle.DotLine)
+        for frac, label in zip((0.0, 0.5, 1.0), labels):
             yy = top + (1 - frac) * h
-            p.drawText(2, int(yy) - 8, left - 6, 16, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                       f"{val:.3g}")
-        p.drawText(left, top + h + 4, w, 18, Qt.AlignmentFlag.AlignLeft, f"step {x0:g}")
-        p.drawText(left, top + h + 4, w, 18, Qt.AlignmentFlag.AlignRight, f"{x1:g}")
-        p.drawText(left, top + h + 4, w, 18, Qt.AlignmentFlag.AlignHCenter, "loss")
-        line = QPen(QColor("#2f6fd6"), 2)
-        p.setPen(line)
-        if len(self.points) == 1:
-            p.setBrush(QColor("#2f6fd6"))
-            p.drawEllipse(at(*self.points[0]), 3, 3)
-            return
+            p.setPen(grid)
+            p.drawLine(QPointF(left, yy), QPointF(left + w, yy))
+            p.setPen(text_pen)
+            p.drawText(0, int(yy) - metrics.height() // 2, left - 6, metrics.height(),
+                       Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, label)
+        p.setPen(QPen(pal.mid().color()))
+        p.drawLine(QPointF(left, top + h), QPointF(left + w, top + h))
+        p.drawLine(QPointF(left, top), QPointF(left, top + h))
+        p.setPen(text_pen)
+        base = top + h + 4
+        p.drawText(left, base, w, metrics.height(), Qt.AlignmentFlag.AlignLeft, f"step {x0:g}")
+        p.drawText(left, base, w, metrics.height(), Qt.AlignmentFlag.AlignHCenter,
+                   f"loss per step (last {ys[-1]:.4f})")
+        p.drawText(left, base, w, metrics.height(), Qt.AlignmentFlag.AlignRight, f"{x1:g}")
+        colour = QColor("#2f6fd6")
+        p.setPen(QPen(colour, 2))
         path = QPainterPath(at(*self.points[0]))
         for x, y in self.points[1:]:
             path.lineTo(at(x, y))
         p.drawPath(path)
+        if len(self.points) <= 60:  # the points themselves, while they can be told apart
+            p.setBrush(colour)
+            for x, y in self.points:
+                p.drawEllipse(at(x, y), 2.5, 2.5)
 
 
 class RetrainingPanel(QDialog):
@@ -181,10 +194,20 @@ class RetrainingPanel(QDialog):
             self.site = load_settings(session)
         self.setWindowTitle("RadAssist — Retraining")
         self.setObjectName("retrainingPanel")
-        self.resize(1060, 820)
+        self.comparison_data: dict = {}
+        self.gate: GateResult | None = None
+        self._last_logged_step = 0
+        screen = QGuiApplication.primaryScreen()
+        avail = screen.availableGeometry() if screen is not None else None
+        # fits a 1366x768 screen (task bar and title bar included) and uses more of a larger one
+        self.resize(min(1100, int(avail.width() * 0.92)) if avail else 1060,
+                    min(820, int(avail.height() * 0.9)) if avail else 700)
         self._build()
-        self.engine.setCurrentText(self.site.engine if self.site.engine in ENGINES else "embedding")
-        self.refresh()
+        self.engine.blockSignals(True)
+        self.engine.setCurrentIndex(max(0, self.engine.findData(self.site.engine if self.site.engine in ENGINES
+                                                                else "embedding")))
+        self.engine.blockSignals(False)
+        self._engine_changed()  # shows the fields of that engine only, and refreshes
 
     # --- construction ---------------------------------------------------------------------------
     def _build(self) -> None:
@@ -211,6 +234,7 @@ class RetrainingPanel(QDialog):
         hh.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         for col in (0, 2, 3):
             hh.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.overrides_table.setMinimumHeight(70)
         dv.addWidget(self.overrides_table, 1)
         top.addWidget(data_box, 3)
 
@@ -222,6 +246,10 @@ class RetrainingPanel(QDialog):
         self.engine.addItem("LLM QLoRA (minutes to hours)", "llm")
         self.engine.currentIndexChanged.connect(self._engine_changed)
         form.addRow("Engine", self.engine)
+        self.embedding_note = QLabel("The embedding head continues from the active model; it needs no settings.")
+        self.embedding_note.setObjectName("embeddingNote")
+        self.embedding_note.setWordWrap(True)
+        form.addRow(self.embedding_note)
         self.epochs = QDoubleSpinBox()
         self.epochs.setRange(0.1, 50)
         self.epochs.setDecimals(1)
@@ -251,6 +279,7 @@ class RetrainingPanel(QDialog):
         self.replay.setToolTip("synthetic orders per protocol mixed in, so that rare protocols are not forgotten")
         form.addRow("Replay per protocol", self.replay)
         self._llm_only = [self.epochs, self.lr, self.lora_r, self.lora_alpha, self.batch_size]
+        self.form = form
         top.addWidget(hp_box, 2)
         root.addLayout(top, 2)
 
@@ -268,12 +297,14 @@ class RetrainingPanel(QDialog):
         self.eta_label.setMinimumWidth(170)
         rv.addWidget(self.eta_label, 0, 1)
         self.chart = LossChart()
+        self.chart.setMinimumSize(280, 110)
         rv.addWidget(self.chart, 1, 0)
         self.log = QPlainTextEdit()
         self.log.setObjectName("trainingLog")
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)
         self.log.setPlaceholderText("The training log appears here")
+        self.log.setMinimumHeight(110)
         rv.addWidget(self.log, 1, 1)
         rv.setColumnStretch(0, 1)
         rv.setColumnStretch(1, 1)
@@ -281,14 +312,18 @@ class RetrainingPanel(QDialog):
 
         cmp_box = QGroupBox("Candidate vs active model on the held-out decisions")
         cv = QVBoxLayout(cmp_box)
-        self.comparison = QTableWidget(3, 2)
+        self.comparison = QTableWidget(3, 3)
         self.comparison.setObjectName("comparisonTable")
-        self.comparison.setHorizontalHeaderLabels(["Active", "Candidate"])
+        self.comparison.setHorizontalHeaderLabels(["Active", "Candidate", "Change"])
         self.comparison.setVerticalHeaderLabels(["Top-1", "Top-3", "Calibration error (ECE)"])
         self.comparison.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.comparison.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.comparison.verticalHeader().setDefaultSectionSize(26)
-        self.comparison.setFixedHeight(3 * 26 + self.comparison.horizontalHeader().sizeHint().height() + 6)
+        row = self.comparison.fontMetrics().height() + 10
+        self.comparison.verticalHeader().setDefaultSectionSize(row)
+        self.comparison.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.comparison.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.comparison.setFixedHeight(3 * row + self.comparison.horizontalHeader().sizeHint().height()
+                                       + 2 * self.comparison.frameWidth() + 2)
         self.comparison.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         cv.addWidget(self.comparison)
         self.changes_label = QLabel("No candidate yet.")
@@ -309,7 +344,7 @@ class RetrainingPanel(QDialog):
         self.cancel_button.setObjectName("cancelButton")
         self.cancel_button.clicked.connect(self.cancel)
         self.cancel_button.setEnabled(False)
-        self.promote_button = QPushButton("Promote candidate")
+        self.promote_button = QPushButton("Promote candidate…")
         self.promote_button.setObjectName("promoteButton")
         self.promote_button.clicked.connect(self.promote)
         self.promote_button.setEnabled(False)
@@ -326,8 +361,10 @@ class RetrainingPanel(QDialog):
 
     def _engine_changed(self) -> None:
         llm = self.engine_name == "llm"
-        for w in self._llm_only:
+        for w in self._llm_only:  # LoRA and optimizer settings mean nothing to the embedding head
+            self.form.setRowVisible(w, llm)
             w.setEnabled(llm and not self.running)
+        self.form.setRowVisible(self.embedding_note, not llm)
         self.replay.setValue(8 if llm else 40)
         self.refresh()
 
@@ -342,12 +379,12 @@ class RetrainingPanel(QDialog):
     # --- counts ---------------------------------------------------------------------------------
     def refresh(self) -> None:
         with self.db.session() as session:
-            registry.reap_dead_runs(session)
-            stats = decision_stats(session, self.engine_name)
+            stats = decision_stats(session, self.engine_name)  # reaps dead runs first
             self.site = load_settings(session)
         self.stats = stats
         active = stats["active"]
-        model = f"{active.version} (trained {active.finished_at or active.created_at} UTC)" if active else "the shipped model"
+        when = (active.finished_at or active.created_at).replace("T", " ") if active else ""
+        model = f"{active.version} (trained {when} UTC)" if active else "the shipped model"
         text = (f"Active {self.engine_name} model: <b>{model}</b><br>"
                 f"Decisions since it was trained: <b>{stats['since']}</b> "
                 f"(total {stats['total']}), of which overrides: <b>{stats['overrides']}</b>")
@@ -390,7 +427,7 @@ class RetrainingPanel(QDialog):
         if self.running:
             return False
         engine = self.engine_name
-        version = f"{engine}-run-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
+        version = registry.new_version_name(engine)
         log_dir = Path(self.db.path).parent / "training-logs"
         log_path = log_dir / f"{version}.log"
         try:
@@ -402,11 +439,11 @@ class RetrainingPanel(QDialog):
             self._append_log(f"warning: cannot write the log file {log_path}: {exc.strerror or exc}")
         try:
             with self.db.session() as session:
-                registry.start_run(session, self.actor, engine, version,
-                                   data={"decisions": self.stats["total"], "since_active": self.stats["since"],
-                                         "overrides": self.stats["overrides"]},
-                                   hyperparams=self.hyperparams(), base_model=self.site.base_model or None,
-                                   log_path=str(log_path))
+                _, token = registry.register_app_run(
+                    session, self.actor, engine, version=version,
+                    data={"decisions": self.stats["total"], "since_active": self.stats["since"],
+                          "overrides": self.stats["overrides"]},
+                    hyperparams=self.hyperparams(), base_model=self.site.base_model or None, log_path=str(log_path))
         except Exception as exc:  # TrainingBusy, PermissionDenied, database errors
             self._close_log()
             QMessageBox.warning(self, "Cannot start training", str(exc))
@@ -417,18 +454,22 @@ class RetrainingPanel(QDialog):
         self.cancel_requested, self.done_event, self.error_event = False, None, None
         self.final_status, self.final_version = None, None
         self._stdout_buffer = b""
+        self._last_logged_step = 0
         self.chart.clear()
         self.log.clear()
         self._clear_comparison()
         self.progress.setRange(0, 0)  # busy until the first step arrives
         self.progress.setFormat("starting…")
         self.eta_label.setText("ETA —")
-        self._append_log(f"run {version}: {self.python} {' '.join(self.command_arguments(version))}")
+        what = "embedding head" if engine == "embedding" else "LLM adapter (QLoRA)"
+        self._append_log(f"Run {version}: training a new {what} from {self.stats['total']} decisions "
+                         f"(replay {self.replay.value()} per protocol)")
 
         proc = QProcess(self)
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")
         env.insert("HF_HUB_OFFLINE", "1")
+        env.insert(registry.RUN_TOKEN_ENV, token)  # the run's one-time token: environment, never argv
         proc.setProcessEnvironment(env)
         proc.readyReadStandardOutput.connect(self._on_stdout)
         proc.readyReadStandardError.connect(self._on_stderr)
@@ -439,11 +480,6 @@ class RetrainingPanel(QDialog):
         proc.start(self.python, self.command_arguments(version))
         if not proc.waitForStarted(10000):
             return False  # _on_process_error ends the run
-        try:
-            with self.db.session() as session:
-                registry.attach_process(session, version, int(proc.processId()))
-        except Exception as exc:
-            self._append_log(f"warning: could not record the process id: {exc}")
         self._set_running_ui(True)
         return True
 
@@ -452,7 +488,7 @@ class RetrainingPanel(QDialog):
         if not self.running:
             return
         self.cancel_requested = True
-        self._append_log("cancelling: sent SIGTERM to the training process")
+        self._append_log("Cancelling: asked the training process to stop")
         self.progress.setFormat("cancelling…")
         self.cancel_button.setEnabled(False)
         self.process.terminate()
@@ -482,10 +518,16 @@ class RetrainingPanel(QDialog):
                 self.log.appendPlainText(f"warning: log file no longer written ({exc.strerror or exc})")
 
     def _on_stderr(self) -> None:
-        data = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
-        for line in data.splitlines():
-            if line.strip():
-                self._append_log(line)
+        self._stderr_lines(bytes(self.process.readAllStandardError()).decode("utf-8", "replace"))
+
+    def _stderr_lines(self, data: str) -> None:
+        """Library warnings and errors, one readable line each (no source lines, no progress bars)."""
+        for line in data.replace("\r", "\n").splitlines():
+            if not line.strip() or line[:1].isspace() or "it/s]" in line or "%|" in line:
+                continue
+            if "Warning: " in line:  # "/path/file.py:12: UserWarning: text" -> "warning: text"
+                line = "warning: " + line.split("Warning: ", 1)[1]
+            self._append_log(line)
 
     def _on_stdout(self) -> None:
         self._stdout_buffer += bytes(self.process.readAllStandardOutput())
@@ -513,8 +555,8 @@ class RetrainingPanel(QDialog):
             self.done_event = msg
         elif event == "error":
             self.error_event = msg
-        if msg.get("message"):
-            self._append_log(("ERROR: " if event == "error" else "") + str(msg["message"]))
+        if msg.get("message"):  # events without a message (data for the panel) are not log lines
+            self._append_log(("Error: " if event == "error" else "") + str(msg["message"]))
 
     def _on_step(self, msg: dict) -> None:
         step, total = int(msg.get("step", 0)), int(msg.get("total") or 0)
@@ -528,6 +570,11 @@ class RetrainingPanel(QDialog):
         loss = msg.get("loss")
         if isinstance(loss, (int, float)):
             self.chart.add_point(step, float(loss), total or None)
+            # a readable trace: about ten lines per run, not one per step
+            if total and (step >= total or step - self._last_logged_step >= max(1, total // 10)) \
+                    and math.isfinite(float(loss)):
+                self._last_logged_step = step
+                self._append_log(f"step {step} of {total}: loss {float(loss):.4f}")
 
     def _on_process_error(self, error) -> None:
         if error == QProcess.ProcessError.FailedToStart and self.version:
@@ -540,10 +587,7 @@ class RetrainingPanel(QDialog):
             if self._stdout_buffer:
                 self.handle_line(self._stdout_buffer.decode("utf-8", "replace"))
                 self._stdout_buffer = b""
-            rest = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
-            for line in rest.splitlines():
-                if line.strip():
-                    self._append_log(line)
+            self._stderr_lines(bytes(self.process.readAllStandardError()).decode("utf-8", "replace"))
         crashed = exit_status == QProcess.ExitStatus.CrashExit
         self._end_run(exit_code, crashed)
 
@@ -551,8 +595,13 @@ class RetrainingPanel(QDialog):
         version = self.version
         if version is None:
             return
-        how = "was killed or crashed" if crashed else f"exited with code {exit_code}"
-        self._append_log(f"training process {how} after {format_eta(time.monotonic() - self.started_at)}")
+        took = format_eta(time.monotonic() - self.started_at)
+        if crashed:
+            self._append_log(f"The training process was killed or crashed after {took}")
+        elif exit_code == 0:
+            self._append_log(f"The training process finished in {took}")
+        else:
+            self._append_log(f"The training process ended (exit code {exit_code}) after {took}")
         try:
             with self.db.session() as session:
                 run = registry.get_version(session, version)
@@ -573,7 +622,7 @@ class RetrainingPanel(QDialog):
         self.final_version = run
         self.final_status = run.status if run else registry.FAILED
         if run is not None and run.metrics.get("error"):
-            self._append_log(f"run {version} {run.status}: {run.metrics['error']}")
+            self._append_log(f"Run {version} {run.status}: {run.metrics['error']}")
         self._close_log()
         self.process = None
         self._set_running_ui(False)
@@ -605,56 +654,104 @@ class RetrainingPanel(QDialog):
     # --- comparison, promotion --------------------------------------------------------------------
     def _clear_comparison(self) -> None:
         for r in range(3):
-            for c in range(2):
+            for c in range(3):
                 self.comparison.setItem(r, c, QTableWidgetItem(""))
         self.changes_label.setText("No candidate yet.")
         self.gate_label.setText("")
+        self.gate = None
         self.promote_button.setEnabled(False)
 
     def show_comparison(self, run: registry.ModelVersion) -> None:
+        """Top-1, top-3 and ECE of active and candidate, the change, and the core's gate verdict."""
         cmp = run.metrics.get("comparison") or {}
         self.comparison_data = cmp
+        self.gate = evaluate_gate(cmp, self.site.promotion_gate)
         if cmp.get("heldout"):
-            for c, key in enumerate(("active", "candidate")):
-                m = cmp[key]
-                for r, value in enumerate((f"{m['top1']:.1%}", f"{m['top3']:.1%}", f"{m['ece']:.3f}")):
+            act, cand = cmp["active"], cmp["candidate"]
+            rows = (("top1", f"{act['top1']:.1%}", f"{cand['top1']:.1%}", self.gate.top1_fell, True),
+                    ("top3", f"{act['top3']:.1%}", f"{cand['top3']:.1%}", self.gate.top3_fell, True),
+                    ("ece", f"{act['ece']:.3f}", f"{cand['ece']:.3f}", False, False))
+            for r, (key, a, c, fell, higher_better) in enumerate(rows):
+                delta = cand[key] - act[key]
+                if higher_better:
+                    change = f"{delta * 100:+.1f} pts"
+                    change += " ✘" if fell else (" ⚠" if delta < 0 else "")
+                else:
+                    change = f"{delta:+.3f}"
+                for col, value in enumerate((a, c, change)):
                     item = QTableWidgetItem(value)
                     item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
-                    self.comparison.setItem(r, c, item)
+                    if col == 2 and (fell or (higher_better and delta < 0)):
+                        item.setForeground(QColor("#b00020" if fell else "#b35c00"))
+                    self.comparison.setItem(r, col, item)
             for c, key in enumerate(("active", "candidate")):
                 self.comparison.horizontalHeaderItem(c).setToolTip(cmp[key]["model"])
             better = ", ".join(cmp.get("better", [])) or "none"
             worse = ", ".join(cmp.get("worse", [])) or "none"
-            self.changes_label.setText(f"{cmp['heldout']} held-out decisions; active {cmp['active']['model']}, "
-                                       f"candidate {cmp['candidate']['model']}.\nProtocols better: {better}. "
-                                       f"Worse: {worse}.")
+            active_name = (cmp["active"]["model"] or "").split("/", 1)[-1]
+            self.changes_label.setText(f"{cmp['heldout']} held-out decisions. Active: {active_name}; candidate: "
+                                       f"{run.version}.\nProtocols better: {better}. Worse: {worse}.")
         else:
-            self.changes_label.setText("No held-out decisions yet: the candidate cannot be compared.")
-        ok, reason = passes_gate(cmp, self.site.promotion_gate)
-        self.gate_label.setText(("✔ " if ok else "✘ Promotion blocked: ") + reason)
-        self.gate_label.setProperty("state", "ok" if ok else "blocked")
-        self.promote_button.setEnabled(ok)
+            self.changes_label.setText(f"Candidate {run.version}: no held-out decisions yet, so it cannot be "
+                                       "compared with the active model.")
+        self.gate_label.setText(gate_text(self.gate))
+        self.gate_label.setProperty("state", "ok" if self.gate.passed else
+                                    ("warning" if self.gate.overridable else "blocked"))
+        self.gate_label.style().unpolish(self.gate_label)
+        self.gate_label.style().polish(self.gate_label)
+        self.promote_button.setEnabled(self.gate.passed or self.gate.overridable)
+        self.promote_button.setText("Promote candidate…" if self.gate.passed else "Promote anyway…")
 
     def _restart_engine(self) -> None:
         if self.window_ is not None and hasattr(self.window_, "restart_engine"):
             self.window_.restart_engine()
 
-    def promote(self) -> None:
+    def confirmation_text(self) -> str:
+        """What the Promote confirmation shows: the comparison and the gate's verdict."""
+        run, cmp, gate = self.final_version, self.comparison_data, self.gate
+        lines = [f"Make {run.version} the active {run.engine} model for every user?", ""]
+        if cmp.get("heldout"):
+            lines.append(f"On {cmp['heldout']} held-out decisions (active → candidate):")
+            for key, label in (("top1", "Top-1"), ("top3", "Top-3")):
+                lines.append(f"  {label}: {cmp['active'][key]:.1%} → {cmp['candidate'][key]:.1%}")
+            lines.append(f"  Calibration error: {cmp['active']['ece']:.3f} → {cmp['candidate']['ece']:.3f}")
+        else:
+            lines.append("There are no held-out decisions to compare the two models on.")
+        if gate is not None and not gate.passed:
+            lines += ["", "Warning: " + gate.summary + ".", "Promoting anyway is recorded in the audit log."]
+        lines += ["", "You can roll back to the current model later."]
+        return "\n".join(lines)
+
+    def promote(self, confirm: bool = True) -> bool:
+        """Ask (showing the comparison), then promote through the core (which checks the gate and files)."""
         run = self.final_version
         if run is None or run.status != registry.CANDIDATE:
-            return
+            return False
+        gate = self.gate or evaluate_gate(run.metrics.get("comparison"), self.site.promotion_gate)
+        if not (gate.passed or gate.overridable):
+            return False
+        if confirm:
+            answer = QMessageBox.question(self, "Promote the candidate?", self.confirmation_text(),
+                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                                          QMessageBox.StandardButton.Cancel)
+            if answer != QMessageBox.StandardButton.Yes:
+                self._append_log("Promotion cancelled; nothing changed")
+                return False
         try:
             with self.db.session() as session:
-                v = registry.promote(session, self.actor, run.version)
-        except Exception as exc:
+                v = registry.promote(session, self.actor, run.version, force=not gate.passed)
+        except Exception as exc:  # PromotionRefused, ModelIntegrityError, PermissionDenied
             QMessageBox.warning(self, "Cannot promote", str(exc))
-            return
+            self._append_log(f"Not promoted: {exc}")
+            return False
         self.final_version = v
         self.promote_button.setEnabled(False)
-        self._append_log(f"{v.version} is now the active {v.engine} model")
+        self._append_log(f"{v.version} is now the active {v.engine} model"
+                         + ("" if gate.passed else " (promoted despite the gate's warning, audited)"))
         self._restart_engine()
         self.refresh()
         self.promoted.emit(v.version)
+        return True
 
     def rollback(self) -> None:
         try:
@@ -663,7 +760,7 @@ class RetrainingPanel(QDialog):
         except Exception as exc:
             QMessageBox.warning(self, "Cannot roll back", str(exc))
             return
-        self._append_log(f"rolled back: the active {self.engine_name} model is now "
+        self._append_log(f"Rolled back: the active {self.engine_name} model is now "
                          f"{v.version if v else 'the shipped default'}")
         self._restart_engine()
         self.refresh()

@@ -2,7 +2,7 @@
 
 Validated before saving: ``SiteSettings.validate()``, and a base-model folder that does not load
 is refused with the reason (loaded off the GUI thread in a QThreadPool runnable through
-``radassist.llm_model``). Saved with ``save_settings`` (admin-only, audited in the core), then the
+``radassist.engines.llm_model``). Saved with ``save_settings`` (admin-only, audited in the core), then the
 main window restarts its engine so the change takes effect at once.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ def check_base_model(folder: str, quantization: str, device: str) -> str | None:
     """None when the folder loads as a causal LM with a tokenizer; else the reason. Slow: not on the GUI thread."""
     import gc
 
-    from radassist.llm_model import load_base_model
+    from radassist.engines.llm_model import load_base_model
 
     try:
         loaded = load_base_model(folder, quantization=quantization, device=device)
@@ -73,7 +73,7 @@ class SettingsPanel(QDialog):
                         if v.status in (registry.CANDIDATE, registry.ACTIVE, registry.RETIRED) and v.path]
         self.setWindowTitle("RadAssist — Site settings")
         self.setObjectName("settingsPanel")
-        self.setMinimumWidth(620)
+        self.setMinimumWidth(720)  # the base model folder's hint fits in full
         self._build(adapters)
         self.set_values(self.current)
 
@@ -93,6 +93,7 @@ class SettingsPanel(QDialog):
         self.base_model = QLineEdit()
         self.base_model.setObjectName("baseModel")
         self.base_model.setPlaceholderText("empty: bundled SmolLM2-135M-Instruct (or models/meditron-7b when present)")
+        self.base_model.setToolTip(self.base_model.placeholderText())
         self.browse = QPushButton("Browse…")
         self.browse.clicked.connect(self._browse)
         h.addWidget(self.base_model, 1)

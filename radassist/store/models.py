@@ -84,12 +84,16 @@ class DecisionRow(Base):
     suggested_code: Mapped[str | None] = mapped_column(String(64))
     suggested_score: Mapped[float | None] = mapped_column(Float)
     final_code: Mapped[str] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(12))  # accepted | overridden
+    action: Mapped[str] = mapped_column(String(12))  # accepted | overridden | returned
     comment: Mapped[str] = mapped_column(Text, default="")
     model_version: Mapped[str | None] = mapped_column(String(120))
     time_to_decide_ms: Mapped[int | None] = mapped_column(Integer)
     # flag types the chosen protocol conflicts with, acknowledged by the radiologist (JSON list)
     acknowledged_conflicts: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    # further protocols after final_code, in the order added (JSON list of codes; migration 0008)
+    additional_codes: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    # action "returned": the question sent back to the referrer (final_code is then "")
+    question: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     order: Mapped[OrderRow] = relationship(back_populates="decisions")
 
@@ -126,6 +130,8 @@ class AuditEventRow(Base):
     details: Mapped[str] = mapped_column(Text, default="{}")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # 0006: HMAC-SHA256(site key, "<id>|<hash>"); NULL for events recorded before anchoring
+    hmac: Mapped[str | None] = mapped_column(String(64), nullable=True, default=None)
 
     __table_args__ = (Index("ix_audit_recorded_at", "recorded_at"), Index("ix_audit_username", "username"))
 
@@ -160,6 +166,12 @@ class ModelVersionRow(Base):
     metrics_json: Mapped[str] = mapped_column(Text, default="{}")
     log_path: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None] = mapped_column(Integer)
+    # 0007 (training-run service): the registering user's role, the registering process, the
+    # one-time run token's sha256 (cleared when claimed) and {file: {sha256, size}} of the model.
+    created_role: Mapped[str | None] = mapped_column(String(20))
+    owner_pid: Mapped[int | None] = mapped_column(Integer)
+    run_token_hash: Mapped[str | None] = mapped_column(String(64))
+    files_json: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")
 
 
 class InterfaceOrderRow(Base):
@@ -206,3 +218,45 @@ class OutboxRow(Base):
 
     __table_args__ = (UniqueConstraint("destination", "decision_id", name="uq_outbox_destination_decision"),
                       Index("ix_outbox_destination_status", "destination", "status", "id"))
+
+
+class ServiceAccountRow(Base):
+    """A non-person account (the interface feed, a scheduled import) that signs in with a key file.
+
+    Only the key's sha256 is stored; the key itself lives in a 0600 file on the machine that runs
+    the service (migration 0009).
+    """
+
+    __tablename__ = "service_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class OrderAmendmentRow(Base):
+    """An order re-sent with different content: which fields changed, before and after (0009).
+
+    ``after_decision``: the order had been decided; it went back to To do and the radiologist is
+    shown this difference (``ingest.amendment_for``). The values are PHI like the order itself:
+    they stay in the database, never in the audit log.
+    """
+
+    __tablename__ = "order_amendments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    amended_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(8))          # file | hl7 | fhir
+    username: Mapped[str] = mapped_column(String(64))       # the account that delivered it
+    previous_status: Mapped[str] = mapped_column(String(12))
+    after_decision: Mapped[bool] = mapped_column(Boolean, default=False)
+    changes_json: Mapped[str] = mapped_column(Text, default="{}")       # {field: [before, after]}
+    flags_before_json: Mapped[str] = mapped_column(Text, default="[]")  # flag types before / after
+    flags_after_json: Mapped[str] = mapped_column(Text, default="[]")
+
+    __table_args__ = (Index("ix_order_amendments_order", "order_id", "id"),)

@@ -90,11 +90,12 @@ def corpus_replay(catalog: Sequence[Protocol], per_protocol: int, seed: int = 0)
     import random
 
     from radassist.paths import PROJECT_DIR
-    from radassist.training.style_folds import load_corpus
 
     folder = PROJECT_DIR / "data" / "corpus"
     if per_protocol <= 0 or not folder.is_dir():
         return []
+    from radassist.training.style_folds import load_corpus  # imports the embedding engine (torch): only if needed
+
     codes = {p.code for p in catalog}
     by_code: dict[str, list[LabelledOrder]] = {}
     for e in load_corpus(folder):
@@ -131,7 +132,8 @@ def superseded_codes(session: Session) -> set[str]:
     """Suggested protocols that the site overrode (to another protocol) more often than it chose them."""
     from collections import Counter
 
-    away, kept = Counter(), Counter()
+    away: Counter[str] = Counter()
+    kept: Counter[str] = Counter()
     for d in latest_decisions(session):
         kept[d.final_code] += 1
         if d.action == "overridden" and d.suggested_code and d.suggested_code != d.final_code:

@@ -14,7 +14,6 @@ forward before it; after the first backward the LoRA gradient norm must be above
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import json
@@ -22,7 +21,6 @@ import math
 import random
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -30,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -241,14 +240,16 @@ def train(
     command: str = "",
     safety=None,
     loaded=None,
+    version: str | None = None,
 ) -> TrainResult:
     """Fine-tune, validate, calibrate and write a versioned adapter folder into ``out_dir``
     (default models/adapters). ``progress`` gets {"step","total","loss","lr","eta_s"} per
     step; setting ``stop_event`` stops after the current step and writes nothing.
-    ``loaded``: a freshly loaded ``LoadedModel`` (tests); by default the base is loaded here."""
+    ``loaded``: a freshly loaded ``LoadedModel`` (tests); by default the base is loaded here.
+    ``version``: the folder's (and the registry's) name; default ``llm-YYYYMMDD-HHMMSS-<hash>``."""
     import torch
 
-    from radassist.llm_model import load_base_model, weights_hash
+    from radassist.engines.llm_model import load_base_model, weights_hash
 
     started = time.perf_counter()
     stop_event = stop_event or threading.Event()
@@ -329,7 +330,7 @@ def train(
     now = dt.datetime.now()
     d_hash = data_hash(train_examples)
     short = hashlib.sha256((d_hash + json.dumps(asdict(config), default=str)).encode()).hexdigest()[:7]
-    version = f"llm-{now:%Y%m%d-%H%M%S}-{short}"
+    version = version or f"llm-{now:%Y%m%d-%H%M%S}-{short}"
     out_dir = Path(out_dir or trained_models_dir() / "adapters")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_dir))
@@ -374,7 +375,7 @@ def evaluate_and_calibrate(model, loaded, val_examples, catalog, safety, config:
     better one (top-1, then NLL) with its fitted temperature becomes the calibration."""
     import torch
 
-    from radassist.llm_model import LoadedModel
+    from radassist.engines.llm_model import LoadedModel
 
     if not val_examples:
         return {"val_examples": 0}, Calibration()
@@ -405,6 +406,7 @@ def evaluate_and_calibrate(model, loaded, val_examples, catalog, safety, config:
         metrics[norm] = m
         if best is None or (m["top1"], -m["nll"]) > (best[1]["top1"], -best[1]["nll"]):
             best = (cal, m)
+    assert best is not None  # two normalizations were scored
     metrics["normalization"] = best[0].normalization
     metrics["top1"], metrics["top3"] = best[1]["top1"], best[1]["top3"]
     return metrics, best[0]
@@ -428,12 +430,15 @@ def calibrate_prior_fusion(adapter: str | Path, catalog: Sequence[Protocol], exa
     gold = [cs.index(ex.code) if ex.code in cs else -1 for cs, ex in zip(codes, examples)]
     cal.fused_temperature = fit_temperature(fused, gold)
     ranks = [int((f > f[g]).sum()) if g >= 0 else len(f) for f, g in zip(fused, gold)]
-    result = {"examples": len(examples), "data_sha256": data_hash(examples), "shortlist_size": shortlist_size,
+    result: dict[str, Any] = {
+              "examples": len(examples), "data_sha256": data_hash(examples), "shortlist_size": shortlist_size,
               "shortlist_recall": round(float(np.mean([g >= 0 for g in gold])), 4),
               "top1": round(float(np.mean([r < 1 for r in ranks])), 4),
               "top3": round(float(np.mean([r < 3 for r in ranks])), 4),
               "calibration": asdict(cal), "command": command or _command_line()}
     folder = engine._adapter_dir
+    if folder is None:
+        raise ValueError(f"{adapter}: no adapter folder to calibrate")
     card_path = folder / MODEL_CARD_JSON
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     card["calibration"] = asdict(cal)
@@ -492,60 +497,6 @@ def model_card_markdown(card: dict) -> str:
 
 
 # --------------------------------------------------------------------------- command line
-def _add(parser: argparse.ArgumentParser, *flags, **kwargs) -> None:
-    """Add an option unless the caller's parser already has it (e.g. --out, --json-progress)."""
-    if not any(f in parser._option_string_actions for f in flags):
-        parser.add_argument(*flags, **kwargs)
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """LLM training options for `radassist train --engine llm` (defaults from QLoRAConfig)."""
-    d = QLoRAConfig()
-    _add(parser, "--out", metavar="DIR", default=None, help="adapters folder (default: the user's data folder, models/adapters)")
-    _add(parser, "--json-progress", action="store_true", help="print one JSON object per step to stdout")
-    _add(parser, "--base-model", default=d.base_model, metavar="DIR",
-         help="HF model folder (default: models/meditron-7b if present, else bundled SmolLM2)")
-    _add(parser, "--quantization", choices=("nf4", "none"), default=d.quantization)
-    _add(parser, "--device", choices=("auto", "cpu", "cuda"), default=d.device)
-    _add(parser, "--lora-r", type=int, default=d.lora_r, help=f"LoRA rank (default {d.lora_r})")
-    _add(parser, "--lora-alpha", type=int, default=d.lora_alpha, help=f"default {d.lora_alpha}")
-    _add(parser, "--lora-dropout", type=float, default=d.lora_dropout, help=f"default {d.lora_dropout}")
-    _add(parser, "--target-modules", default=",".join(d.target_modules), help="comma-separated module names")
-    _add(parser, "--lr", type=float, default=d.learning_rate, help=f"learning rate (default {d.learning_rate})")
-    _add(parser, "--epochs", type=float, default=d.epochs, help=f"default {d.epochs}")
-    _add(parser, "--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    _add(parser, "--max-length", type=int, default=d.max_length, help=f"tokens per example (default {d.max_length})")
-    _add(parser, "--seed", type=int, default=d.seed)
-    _add(parser, "--val-fraction", type=float, default=d.val_fraction, help=f"default {d.val_fraction}")
-    _add(parser, "--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
-         help="default: on for models above 1B parameters")
-    _add(parser, "--max-steps", type=int, default=None, help="stop after this many steps")
-    _add(parser, "--optimizer", choices=("paged_adamw_8bit", "adamw"), default=d.optimizer)
-
-
-def config_from_args(args) -> QLoRAConfig:
-    d = QLoRAConfig()
-    get = lambda name, default: getattr(args, name, default)  # noqa: E731
-    return QLoRAConfig(
-        base_model=get("base_model", d.base_model) or None,
-        quantization=get("quantization", d.quantization),
-        device=get("device", d.device),
-        lora_r=get("lora_r", d.lora_r),
-        lora_alpha=get("lora_alpha", d.lora_alpha),
-        lora_dropout=get("lora_dropout", d.lora_dropout),
-        target_modules=tuple(m.strip() for m in get("target_modules", ",".join(d.target_modules)).split(",") if m),
-        learning_rate=get("lr", d.learning_rate),
-        epochs=get("epochs", d.epochs),
-        batch_size=get("batch_size", d.batch_size),
-        max_length=get("max_length", d.max_length),
-        seed=get("seed", d.seed),
-        val_fraction=get("val_fraction", d.val_fraction),
-        gradient_checkpointing=get("gradient_checkpointing", d.gradient_checkpointing),
-        max_steps=get("max_steps", d.max_steps),
-        optimizer=get("optimizer", d.optimizer),
-    )
-
-
 def _command_line() -> str:
     """How this process was started, as a shell command."""
     if sys.argv and sys.argv[0].endswith("qlora.py"):
@@ -553,81 +504,33 @@ def _command_line() -> str:
     return shlex.join(["radassist", *sys.argv[1:]])
 
 
-def run_training(args, examples: list[LabelledOrder], catalog: list[Protocol]) -> int:
-    """`radassist train --engine llm`: split, train, report. Exit code 0 on success,
-    143 when stopped by SIGTERM (nothing written), 1 on a training error."""
-    config = config_from_args(args)
-    json_progress = bool(getattr(args, "json_progress", False))
-    train_set, val_set = split_examples(examples, config.val_fraction, config.seed)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) \
-        if threading.current_thread() is threading.main_thread() else None
-
-    def report(p: dict) -> None:
-        if json_progress:
-            print(json.dumps(p), flush=True)
-        else:
-            print(f"step {p['step']}/{p['total']} loss {p['loss']:.4f} lr {p['lr']:.2e} eta {p['eta_s']:.0f}s",
-                  file=sys.stderr, flush=True)
-
-    def log(message: str) -> None:
-        if json_progress:
-            print(json.dumps({"event": "log", "message": message}), flush=True)
-        else:
-            print(message, file=sys.stderr, flush=True)
-
-    log(f"training on {len(train_set)} orders, validating on {len(val_set)}")
-    try:
-        result = train(config, train_set, val_set, catalog, progress=report, stop_event=stop,
-                       out_dir=getattr(args, "out", None), command=_command_line())
-    except ZeroGradientError as exc:
-        log(f"error: {exc}")
-        return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    if result.stopped:
-        log(f"stopped after {result.steps} steps; no adapter written")
-        if json_progress:
-            print(json.dumps({"event": "stopped", "steps": result.steps}), flush=True)
-        return 143
-    log(f"optimizer: {result.optimizer}; adapter written to {result.adapter_dir}")
-    if json_progress:
-        print(json.dumps({"event": "done", "adapter": str(result.adapter_dir), "version": result.adapter_dir.name,
-                          "metrics": result.metrics}), flush=True)
-    else:
-        print(json.dumps(result.metrics, indent=2), file=sys.stderr)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point, same options as `radassist train --engine llm`:
-    ``python -m radassist.training.qlora --data FILE [--catalog CSV] ...``."""
+    """Fit the embedding-prior fusion of an adapter (training itself: `radassist train --engine llm`):
+    ``python -m radassist.training.qlora --calibrate-fusion ADAPTER --data FILE [--catalog CSV]``."""
+    import argparse
+
     from radassist.catalog import default_catalog, load_catalog_csv
     from radassist.synthetic import read_labelled_jsonl
 
-    parser = argparse.ArgumentParser(prog="python -m radassist.training.qlora", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, metavar="FILE", help="labelled orders (JSONL)")
+    parser = argparse.ArgumentParser(prog="python -m radassist.training.qlora", description=main.__doc__)
+    parser.add_argument("--calibrate-fusion", metavar="ADAPTER", required=True,
+                        help="fit the embedding-prior fusion of ADAPTER on --data")
+    parser.add_argument("--data", required=True, metavar="FILE", help="labelled orders (JSONL), never the dev set")
     parser.add_argument("--catalog", metavar="CSV", help="protocol catalog (default: the shipped one)")
-    parser.add_argument("--calibrate-fusion", metavar="ADAPTER",
-                        help="instead of training: fit the embedding-prior fusion of ADAPTER on --data")
-    parser.add_argument("--prior-weight", type=float, default=1.0, help="with --calibrate-fusion (default 1)")
-    add_train_arguments(parser)
+    parser.add_argument("--prior-weight", type=float, default=1.0, help="default 1")
     args = parser.parse_args(argv)
     catalog = load_catalog_csv(args.catalog) if args.catalog else default_catalog()
-    if args.calibrate_fusion:
-        from radassist.engines import create_embedding_engine
+    from radassist.engines import create_embedding_engine
 
-        result = calibrate_prior_fusion(args.calibrate_fusion, catalog, read_labelled_jsonl(args.data),
-                                        create_embedding_engine(catalog), args.prior_weight)
-        print(json.dumps(result, indent=2))
-        return 0
-    return run_training(args, read_labelled_jsonl(args.data), catalog)
+    result = calibrate_prior_fusion(args.calibrate_fusion, catalog, read_labelled_jsonl(args.data),
+                                    create_embedding_engine(catalog), args.prior_weight)
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 __all__ = [
-    "QLoRAConfig", "TrainResult", "ZeroGradientError", "train", "add_train_arguments", "run_training",
-    "config_from_args", "split_examples", "encode_example", "calibrate_prior_fusion",
+    "QLoRAConfig", "TrainResult", "ZeroGradientError", "train", "split_examples", "encode_example",
+    "calibrate_prior_fusion",
 ]
 
 if __name__ == "__main__":

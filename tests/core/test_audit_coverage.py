@@ -120,10 +120,11 @@ def test_every_listed_action_is_audited_and_the_chain_verifies(tmp_path, monkeyp
             "idle_lock_minutes": 5}
     model_dir = tmp_path / "model-a"
     model_dir.mkdir()
+    (model_dir / "head.pt").write_bytes(b"weights")  # hashed at finish, verified at promote
     with db.session() as s:
         registry.start_run(s, ADM, "embedding", "v-a", data={"n": 2}, hyperparams={})
         registry.finish_run(s, ADM, "v-a", registry.CANDIDATE, path=str(model_dir), metrics={"acc": 0.9})
-        registry.promote(s, ADM, "v-a")
+        registry.promote(s, ADM, "v-a", force=True)  # no held-out comparison: the audited override
         registry.rollback(s, ADM, "embedding")
     with db.session() as s:
         registry.start_run(s, ADM, "embedding", "v-crash", data={}, hyperparams={}, pid=_dead_pid())

