@@ -6,13 +6,16 @@ from dataclasses import dataclass
 RADIOLOGIST = "radiologist"
 ADMIN = "admin"
 AUDITOR = "auditor"
-ROLES = (RADIOLOGIST, ADMIN, AUDITOR)
+ROLES = (RADIOLOGIST, ADMIN, AUDITOR)       # people (radassist users add --role)
+# A non-person account (the interface feed, a scheduled import) signing in with a key file
+# (users.create_service_account): it may bring orders in, nothing else.
+SERVICE = "service"
 
 # Permission -> roles allowed. One table, so a reviewer sees the whole policy at once.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "order.view": frozenset({RADIOLOGIST, ADMIN}),
     "order.decide": frozenset({RADIOLOGIST, ADMIN}),
-    "order.import": frozenset({RADIOLOGIST, ADMIN}),
+    "order.import": frozenset({RADIOLOGIST, ADMIN, SERVICE}),
     "catalog.edit": frozenset({ADMIN}),
     "settings.change": frozenset({ADMIN}),
     "training.start": frozenset({ADMIN}),
@@ -27,6 +30,7 @@ class PermissionDenied(PermissionError):
     def __init__(self, actor: "Actor", permission: str):
         self.actor = actor
         self.permission = permission
+        self.audited = False  # set once the refusal is in the audit log
         super().__init__(f"user {actor.username!r} ({actor.role}) may not {permission}")
 
 

@@ -57,7 +57,7 @@ _KEYS: dict[str, SiteKey] = {}
 
 
 def _db_file(session: Session) -> Path | None:
-    database = session.get_bind().url.database
+    database = session.get_bind().engine.url.database
     return Path(database) if database and database != ":memory:" else None
 
 
@@ -154,7 +154,9 @@ def record_event(session: Session, actor: Actor, action: str, entity: str = "", 
     """
     # Raw, parameterized SQL on the session's own connection and transaction: the ORM unit of
     # work costs more than the event itself (see bench/bench_audit.py).
-    cur = session.connection().connection.driver_connection.cursor()
+    driver = session.connection().connection.driver_connection
+    assert driver is not None  # a live DBAPI connection inside the session's transaction
+    cur = driver.cursor()
     try:
         # Take SQLite's write lock before reading the chain head, so that two processes never
         # chain two events to the same predecessor.
@@ -170,6 +172,7 @@ def record_event(session: Session, actor: Actor, action: str, entity: str = "", 
         digest = event_hash(prev_hash, recorded_at, actor.username, actor.role, action, entity, outcome,
                             details_text)
         key = site_key(session, create=True)
+        assert key is not None  # create=True makes one
         # The id is chosen here, under the write lock, so that the HMAC can bind it.
         new_id = (prev[2] if prev else 0) + 1
         mac = key.mac(new_id, digest)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import and_, exists, select
 
+from radassist.domain import Prediction
+from radassist.engines.base import SuggestionEngine
 from radassist.ingest import order_from_row
 from radassist.interop.hl7_orders import DEFAULT_ACCESSION_FIELDS
 from radassist.interop.mllp import MLLPListener
@@ -50,7 +52,7 @@ class SuggestionWorker(threading.Thread):
         self.engine_factory = engine_factory or self._site_engine
         self.batch_size = batch_size
         self.poll_s = poll_s
-        self.engine = None
+        self.engine: SuggestionEngine | None = None
         self.computed = 0
         self.failed: set[int] = set()
         self.ready = threading.Event()
@@ -87,7 +89,9 @@ class SuggestionWorker(threading.Thread):
             self.ready.set()
             return
         self.ready.set()
-        log.info("suggestion worker ready with %s", self.engine.model_id)
+        engine = self.engine
+        assert engine is not None
+        log.info("suggestion worker ready with %s", engine.model_id)
         last_poll = 0.0
         while not self._halt.is_set():
             ids: list[int] = []
@@ -95,7 +99,7 @@ class SuggestionWorker(threading.Thread):
                 last_poll = time.monotonic()
                 try:
                     with self.db.session() as session:
-                        ids = [i for i in orders_missing_suggestions(session, self.engine.model_id)
+                        ids = [i for i in orders_missing_suggestions(session, engine.model_id)
                                if i not in self.failed]
                 except Exception as exc:
                     log.error("suggestion worker: cannot read the worklist (%s)", type(exc).__name__)
@@ -118,6 +122,8 @@ class SuggestionWorker(threading.Thread):
 
     def _process(self, order_ids: list[int]) -> None:
         engine = self.engine
+        if engine is None:  # never loaded: nothing to suggest with
+            return
         try:
             with self.db.session() as session:
                 missing = set(orders_missing_suggestions(session, engine.model_id, limit=100_000)) \
@@ -139,8 +145,9 @@ class SuggestionWorker(threading.Thread):
         if not todo:
             return
         start = time.perf_counter()
+        predictions: list[Prediction | None]
         try:
-            predictions = engine.predict_batch([o for _, o in todo], top_k=3)
+            predictions = list(engine.predict_batch([o for _, o in todo], top_k=3))
         except Exception:
             predictions = []
             for order_id, order in todo:  # find the one that fails; the others still get suggestions
