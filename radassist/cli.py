@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "radassist.commands.audit",
     "radassist.commands.synth",
     "radassist.commands.interfaces",
+    "radassist.commands.spark",
 )
 
 

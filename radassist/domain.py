@@ -134,6 +134,12 @@ def format_confidence(score: float) -> str:
     return f"{pct:.0f}%"
 
 
+def format_model_confidence(score: float) -> str:
+    """A suggestion's probability as the worklist and the order view show it: never "100%" (a stored score
+    is rounded to 4 decimals, so 0.99996 reads back as 1.0; the live one said ">99%")."""
+    return ">99%" if score >= 0.995 else format_confidence(score)
+
+
 @dataclass(frozen=True)
 class Suggestion:
     code: str

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import and_, exists, select
 
+from radassist.access import Actor
 from radassist.domain import Prediction
 from radassist.engines.base import SuggestionEngine
 from radassist.ingest import order_from_row
+from radassist.interop.feed import INTERFACE
 from radassist.interop.hl7_orders import DEFAULT_ACCESSION_FIELDS
 from radassist.interop.mllp import MLLPListener
 from radassist.interop.outbox import Destination, OutboxWorker
@@ -185,6 +187,7 @@ class ServiceConfig:
     engine_factory: Callable | None = None
     outbox_poll_s: float = 0.5
     max_backoff_s: float = 10.0
+    actor: Actor | None = None  # the service account orders are received as (default: feed.INTERFACE)
 
 
 class Service:
@@ -206,7 +209,8 @@ class Service:
                                        max_backoff=cfg.max_backoff_s)
             self.outbox.start()
         receiver = HL7Receiver(self.db, cfg.accession_fields,
-                               on_orders=self.worker.submit if self.worker is not None else None)
+                               on_orders=self.worker.submit if self.worker is not None else None,
+                               actor=cfg.actor or INTERFACE)
         try:
             for host, port in cfg.listen:
                 self.listeners.append(MLLPListener(receiver.handle_bytes, host, port).start())

@@ -22,10 +22,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, ROLES, SYSTEM, Actor, require
+from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, ROLES, SERVICE, SYSTEM, Actor, require
 from radassist.audit import record_event
 from radassist.paths import RESOURCES_DIR
-from radassist.store.models import UserRow, utcnow
+from radassist.store.models import ServiceAccountRow, UserRow, utcnow
 
 MAX_FAILED_ATTEMPTS = 5
 LOCKOUT_MINUTES = 15          # default lockout after MAX_FAILED_ATTEMPTS failures
@@ -412,3 +412,146 @@ def seed_demo_users(session: Session) -> int:
                  details={"demo": True}, policy=False)
             created += 1
     return created
+
+
+# --- service accounts (the interface feed, scheduled imports) ------------------------------------
+#
+# A service account signs in with a key file instead of a password: 32 random bytes written to a
+# 0600 file on the machine that runs the service; the database keeps only the key's sha256 (a
+# random 256-bit key needs no slow hash). It acts with the role "service" (access.SERVICE): it may
+# import orders, nothing else, and it is audited under its own name, never as system or admin.
+
+SERVICE_KEY_FORMAT = "radassist-service-key/1"
+
+
+@dataclass(frozen=True)
+class ServiceAccountInfo:
+    name: str
+    active: bool
+    created_at: datetime
+    created_by: str
+    last_used_at: datetime | None
+
+
+def _service_info(row: ServiceAccountRow) -> ServiceAccountInfo:
+    return ServiceAccountInfo(row.name, bool(row.active), row.created_at, row.created_by, row.last_used_at)
+
+
+def _key_digest(key: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(key).hexdigest()
+
+
+def _service(session: Session, name: str) -> ServiceAccountRow | None:
+    return session.scalar(select(ServiceAccountRow).where(ServiceAccountRow.name == name))
+
+
+def _write_key_file(path, name: str, key: bytes) -> None:
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # O_EXCL: never overwrite a key file (it may belong to another account)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        raise UserError(f"key file {path} already exists: choose another path") from None
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"format": SERVICE_KEY_FORMAT, "name": name, "key": key.hex()}, fh)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
+def read_key_file(path) -> tuple[str, bytes]:
+    """(account name, key) from a service key file; AuthenticationError if it is not one."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        if os.stat(path).st_mode & 0o077:
+            raise AuthenticationError(f"key file {path} is readable by others: chmod 600 it")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != SERVICE_KEY_FORMAT:
+            raise ValueError("format")
+        name, key = str(data["name"]), bytes.fromhex(data["key"])
+    except AuthenticationError:
+        raise
+    except FileNotFoundError:
+        raise AuthenticationError(f"no key file at {path}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise AuthenticationError(f"{path} is not a RadAssist service key file") from None
+    return name, key
+
+
+def create_service_account(session: Session, actor: Actor, name: str, key_file) -> ServiceAccountInfo:
+    """Add a service account and write its key file (0600; refused if the file exists). Admins only;
+    audited ``service.add``. Only the key's sha256 is stored."""
+    import secrets
+
+    require(actor, "users.manage")
+    name = check_username(name)
+    if _service(session, name) is not None:
+        raise UserError(f"a service account named {name!r} already exists")
+    if _get(session, name) is not None:
+        raise UserError(f"a user named {name!r} exists: a service account needs a name of its own")
+    key = secrets.token_bytes(32)
+    row = ServiceAccountRow(name=name, key_hash=_key_digest(key), active=True, created_at=utcnow(),
+                            created_by=actor.username)
+    session.add(row)
+    session.flush()
+    record_event(session, actor, "service.add", entity=f"service:{name}")
+    _write_key_file(key_file, name, key)  # last: a failed write rolls the account back
+    return _service_info(row)
+
+
+def list_service_accounts(session: Session, actor: Actor) -> list[ServiceAccountInfo]:
+    require(actor, "users.manage")
+    return [_service_info(r) for r in session.scalars(select(ServiceAccountRow).order_by(ServiceAccountRow.name))]
+
+
+def set_service_account_active(session: Session, actor: Actor, name: str, active: bool) -> ServiceAccountInfo:
+    """Disable (or re-enable) a service account: its key file stops working. Admins only; audited."""
+    require(actor, "users.manage")
+    row = _service(session, name)
+    if row is None:
+        raise UserError(f"no service account named {name!r}")
+    row.active = active
+    session.flush()
+    record_event(session, actor, "service.enable" if active else "service.disable", entity=f"service:{name}")
+    return _service_info(row)
+
+
+def authenticate_service(session: Session, key_file) -> Actor:
+    """Sign a service account in with its key file. Returns Actor(name, "service").
+
+    Audited "signin" (success or failure, with the account name; never the key). A wrong key, a
+    disabled or unknown account all give the same AuthenticationError.
+    """
+    import hmac
+
+    name, key = read_key_file(key_file)
+    row = _service(session, name) if USERNAME_RE.match(name) else None
+    if row is None or not hmac.compare_digest(row.key_hash, _key_digest(key)) or not row.active:
+        reason = "unknown service account" if row is None else ("disabled" if row.active is False
+                                                                and hmac.compare_digest(row.key_hash, _key_digest(key))
+                                                                else "wrong key")
+        who = Actor(row.name, SERVICE) if row is not None else Actor("unknown", "unknown")
+        record_event(session, who, "signin", entity=f"service:{row.name if row is not None else 'unknown'}",
+                     outcome="failure", details={"reason": reason, "method": "key file"})
+        session.commit()  # survives the caller's rollback
+        raise AuthenticationError("The service key was refused.")
+    row.last_used_at = utcnow()
+    session.flush()
+    actor = Actor(row.name, SERVICE)
+    record_event(session, actor, "signin", entity=f"service:{row.name}", details={"method": "key file"})
+    return actor

@@ -13,6 +13,9 @@ def _common(p) -> None:
     p.add_argument("--accession-fields", metavar="LIST",
                    help="where the accession number is, first non-empty wins (default "
                         "OBR-18,OBR-3,ORC-3,OBR-2,ORC-2)")
+    p.add_argument("--key-file", metavar="PATH",
+                   help="receive orders as this service account (users add-service); default: the "
+                        "built-in 'interface' account, role service")
 
 
 def register(sub) -> None:
@@ -52,6 +55,21 @@ def _config(args, suggestions: bool):
     return ServiceConfig(listen=listen, accession_fields=fields, suggestions=suggestions)
 
 
+def _sign_in(args, db, config) -> bool:
+    """--key-file: the orders are received and audited as that service account. False if refused."""
+    if not getattr(args, "key_file", None):
+        return True
+    from radassist import users
+
+    try:
+        with db.session() as session:
+            config.actor = users.authenticate_service(session, args.key_file)
+    except users.AuthenticationError as exc:
+        print(f"radassist: sign-in refused: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def _announce(service) -> None:
     for listener in service.listeners:
         print(f"listening for HL7 v2 orders (MLLP) on {listener.host}:{listener.port}", file=sys.stderr)
@@ -63,9 +81,12 @@ def run_listen(args) -> int:
     from radassist.service import Service
 
     db = open_db(args)
-    with db.session() as session:
+    with db.session(immediate=True) as session:
         ensure_catalog(session)
-    service = Service(db, _config(args, suggestions=False)).start()
+    config = _config(args, suggestions=False)
+    if not _sign_in(args, db, config):
+        return 3
+    service = Service(db, config).start()
     _announce(service)
     service.run_forever()
     print("stopped", file=sys.stderr)
@@ -79,9 +100,11 @@ def run_serve(args) -> int:
     from radassist.service import Service
 
     db = open_db(args)
-    with db.session() as session:
+    with db.session(immediate=True) as session:
         ensure_catalog(session)
     config = _config(args, suggestions=not args.no_suggestions)
+    if not _sign_in(args, db, config):
+        return 3
     if args.results_mllp:
         host, port = parse_hostport(args.results_mllp)
         config.destinations.append(Destination("mllp", host=host, port=port, style=args.results_style,

@@ -59,6 +59,19 @@ def register(subparsers) -> None:
         p.add_argument("username")
         p.set_defaults(func=func)
 
+    svc = sub.add_parser("add-service", parents=parents,
+                         help="add a service account (interface feed, scheduled import) with a key file")
+    svc.add_argument("--name", required=True, help="the account name (audited under it)")
+    svc.add_argument("--key-file", required=True, metavar="PATH",
+                     help="where to write its key (0600; refused if the file exists)")
+    svc.set_defaults(func=cmd_add_service)
+    lsvc = sub.add_parser("list-services", parents=parents, help="list service accounts")
+    lsvc.set_defaults(func=cmd_list_services)
+    for name, active in (("disable-service", False), ("enable-service", True)):
+        p = sub.add_parser(name, parents=parents, help=f"{name.split('-')[0]} a service account")
+        p.add_argument("--name", required=True)
+        p.set_defaults(func=cmd_service_active, active=active)
+
     pw = sub.add_parser("passwd", parents=parents,
                         help="change a password (your own: --as defaults to USERNAME and asks the current one)")
     pw.add_argument("username")
@@ -182,6 +195,51 @@ def cmd_passwd(args) -> int:
         users.set_password(session, actor, args.username, _new_password(args, stdin, args.username),
                            current_password=current if actor.username == args.username else None)
         print(f"password changed for {args.username!r}")
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_add_service(args) -> int:
+    from radassist import users
+
+    stdin = _Stdin()
+
+    def action(session):
+        actor, _ = _authenticate(args, session, stdin)
+        info = users.create_service_account(session, actor, args.name, args.key_file)
+        print(f"created service account {info.name!r}; its key is in {args.key_file} (0600): keep it on the "
+              "machine that runs the service, nowhere else")
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_list_services(args) -> int:
+    from radassist import users
+
+    stdin = _Stdin()
+
+    def action(session):
+        actor, _ = _authenticate(args, session, stdin)
+        print(f"{'NAME':<20} {'STATUS':<10} {'CREATED BY':<16} LAST USED (UTC)")
+        for info in users.list_service_accounts(session, actor):
+            last = f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "-"
+            print(f"{info.name:<20} {'active' if info.active else 'disabled':<10} {info.created_by:<16} {last}")
+        return 0
+
+    return _run(args, action)
+
+
+def cmd_service_active(args) -> int:
+    from radassist import users
+
+    stdin = _Stdin()
+
+    def action(session):
+        actor, _ = _authenticate(args, session, stdin)
+        users.set_service_account_active(session, actor, args.name, args.active)
+        print(f"{'enabled' if args.active else 'disabled'} service account {args.name!r}")
         return 0
 
     return _run(args, action)

@@ -172,6 +172,9 @@ def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | No
 
         db_path = str(default_demo_db_path())
     app = create_application()
+    from radassist.gui.inference_worker import prewarm_engine_imports
+
+    prewarm_engine_imports()  # torch & co. load while the database opens and the user signs in
     db = open_database(db_path)
     if demo:
         from radassist.gui.demo import seed_demo

@@ -68,7 +68,7 @@ class AuditEventModel(QAbstractTableModel):
                 return e.recorded_at.replace("T", " ").rstrip("Z")[:19]
             return (None, e.username, e.role, e.action, e.entity, e.outcome, _short(e.details), e.id)[col]
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{e.recorded_at}\n{e.details}\nhash {e.hash[:16]}…"
+            return f"{e.recorded_at} · {e.entity}\n{e.details}\nhash {e.hash[:16]}…"
         if role == Qt.ItemDataRole.ForegroundRole and e.outcome != "success" and col == 5:
             return QBrush(QColor("#b00020"))
         if role == Qt.ItemDataRole.TextAlignmentRole and col == 7:
@@ -158,7 +158,7 @@ class AuditViewer(QDialog):
         bold.setBold(True)
         head_fm = QFontMetrics(bold)
         samples = ("2026-12-31 23:59:59", "auditor.name", "radiologist", "decision.override",
-                   "order:ACC-000000", "failure", "", "100000")
+                   "order:DEMO24061000", "failure", "", "100000")  # a real accession is ~12 characters
         for col, sample in enumerate(samples):
             if sample:
                 self.table.setColumnWidth(col, max(cell_fm.horizontalAdvance(sample),
@@ -342,6 +342,12 @@ class ExportDialog(QDialog):
             edit.setCalendarPopup(True)
             edit.setDisplayFormat("yyyy-MM-dd")
         self.path_edit = QLineEdit(str(Path.home() / f"radassist-audit-{today:%Y%m%d}.json"))
+        # wide enough for the default path (home folder + file name); the full path is in the tooltip
+        self.path_edit.setMinimumWidth(min(560, self.path_edit.fontMetrics().horizontalAdvance(self.path_edit.text())
+                                           + 24))
+        self.path_edit.setToolTip(self.path_edit.text())
+        self.path_edit.textChanged.connect(self.path_edit.setToolTip)
+        self.path_edit.setCursorPosition(0)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         path_row = QHBoxLayout()

@@ -11,12 +11,11 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
-
 from radassist.access import RADIOLOGIST, SYSTEM, Actor
 from radassist.catalog import ensure_catalog
 from radassist.paths import RESOURCES_DIR, data_dir
-from radassist.store.models import OrderRow, utcnow
+from radassist.store.models import utcnow
+from radassist.worklist_queries import order_count
 
 DEMO_ORDERS = RESOURCES_DIR / "demo_orders.jsonl"
 DEMO_ACTOR = Actor("rad", RADIOLOGIST)  # radassist.users.demo_users(): "Dr. Demo Radiologist"
@@ -57,7 +56,7 @@ def seed_demo(db, *, force: bool = False) -> int:
     """
     with db.session() as session:
         ensure_catalog(session)
-        count = session.scalar(select(func.count()).select_from(OrderRow))
+        count = order_count(session)
     seed_demo_users(db)
     if count and not force:
         return 0

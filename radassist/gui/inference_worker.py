@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 LOADING, READY, ERROR, STOPPED = "loading", "ready", "error", "stopped"
 
+# Engines are built one at a time: transformers' lazy imports are not thread-safe (two threads importing
+# it at once can fail with "package missing"), so the pre-import, the quick engine and the site engine
+# take turns. Only building waits on it; computing suggestions never does.
+ENGINE_BUILD_LOCK = threading.Lock()
+
 
 def default_engine_factory(db, engine_name: str | None = None, fallback: bool = True
                            ) -> Callable[[], SuggestionEngine | tuple[SuggestionEngine, str | None]]:
@@ -55,11 +60,13 @@ def prewarm_engine_imports() -> threading.Thread:
     """
 
     def work():
-        try:
-            import radassist.engine_factory  # noqa: F401
-            import radassist.engines.embedding  # noqa: F401  (torch, the MiniLM encoder)
-        except Exception as exc:  # the worker reports a real failure when it builds the engine
-            log.info("pre-importing the engines failed: %s", _describe(exc))
+        with ENGINE_BUILD_LOCK:
+            try:
+                import radassist.engine_factory  # noqa: F401
+                import radassist.engines.embedding  # noqa: F401  (torch, the MiniLM encoder)
+                from transformers import AutoTokenizer, BertModel  # noqa: F401  (lazy modules, resolved now)
+            except Exception as exc:  # the worker reports a real failure when it builds the engine
+                log.info("pre-importing the engines failed: %s", _describe(exc))
 
     thread = threading.Thread(target=work, name="prewarm-engine-imports", daemon=True)
     thread.start()
@@ -91,13 +98,14 @@ class InferenceWorker(QThread):
 
     def __init__(self, db, engine_factory: Callable[[], SuggestionEngine] | None = None,
                  fallback_factory: Callable[[], SuggestionEngine] | None = None, batch_size: int = 4,
-                 parent=None):
+                 build_after: threading.Event | None = None, parent=None):
         super().__init__(parent)
         self.setObjectName("InferenceWorker")
         self._db = db
         self._factory = engine_factory or default_engine_factory(db)
         self._fallback = fallback_factory
         self._batch_size = max(1, batch_size)
+        self._build_after = build_after  # another engine (the quick one) is built first
         self._cond = threading.Condition()
         self._urgent: deque[int] = deque()
         self._queue: deque[int] = deque()
@@ -176,8 +184,11 @@ class InferenceWorker(QThread):
         self.state_changed.emit(STOPPED, "")
 
     def _load(self) -> SuggestionEngine | None:
+        if self._build_after is not None:
+            self._build_after.wait(120)
         try:
-            engine = self._factory()
+            with ENGINE_BUILD_LOCK:
+                engine = self._factory()
             if isinstance(engine, tuple):
                 engine, reason = engine
                 if reason:
@@ -193,7 +204,8 @@ class InferenceWorker(QThread):
             self.failed.emit(message + " — using the fallback engine")
             self.state_changed.emit(LOADING, "loading fallback engine…")
             try:
-                return self._fallback()
+                with ENGINE_BUILD_LOCK:
+                    return self._fallback()
             except Exception as exc2:
                 message = f"Fallback engine failed to load: {_describe(exc2)}"
                 self.failed.emit(message)

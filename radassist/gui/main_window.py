@@ -12,37 +12,44 @@ Integration points for other panels (login, audit viewer, settings, retraining):
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QElapsedTimer, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMainWindow,
-    QMessageBox, QSplitter, QTableView, QToolButton, QVBoxLayout, QWidget,
+    QAbstractItemView, QComboBox, QDialog, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMainWindow,
+    QFrame, QMenu, QMessageBox, QProgressBar, QScrollArea, QSplitter, QTableView, QToolButton, QVBoxLayout,
+    QWidget,
 )
 
 from radassist.access import Actor
 from radassist.catalog import ensure_catalog
 from radassist.domain import MODALITIES, Prediction
 from radassist.engines.base import SuggestionEngine
-from radassist.gui.inference_worker import ERROR, LOADING, READY, STOPPED, InferenceWorker
+from radassist.gui.inference_worker import ERROR, LOADING, READY, STOPPED, InferenceWorker, default_engine_factory
 from radassist.gui.order_view import ElidedLabel, OrderDetails, OrderView
 from radassist.gui.worklist_model import (
     COL_ACCESSION, COL_AGE_SEX, COL_CONFIDENCE, COL_EXAM, COL_FLAGS, COL_PATIENT, COL_PRIORITY, COL_STATUS,
-    COL_SUGGESTION, COL_WAITING, FlagsDelegate, PriorityDelegate, WorklistEntry, WorklistModel, WorklistProxy,
-    best_prediction,
+    COL_SUGGESTION, COL_WAITING, HEADERS, FlagsDelegate, PriorityDelegate, WorklistEntry, WorklistModel,
+    WorklistProxy,
 )
 from radassist.settings import SiteSettings, load_settings
-from sqlalchemy import select
-from radassist.store.models import UserRow
-from radassist.worklist import DecisionInput, open_order, record_decision, revert_decision
+from radassist.worklist import (
+    DecisionInput, conflicts_for_order, record_decision, return_to_referrer, revert_decision,
+)
+from radassist.worklist_queries import order_details, user_display_name
 
 log = logging.getLogger(__name__)
 
 ORGANIZATION = "RadAssist"
 APPLICATION = "RadAssist"
-COLUMN_WIDTHS = {COL_PRIORITY: 84, COL_ACCESSION: 92, COL_PATIENT: 132, COL_AGE_SEX: 66, COL_FLAGS: 84,
-                 COL_EXAM: 134, COL_WAITING: 84, COL_STATUS: 92, COL_SUGGESTION: 124, COL_CONFIDENCE: 64}
+# Columns sized to their longest short text; the others share what is left (elided, full text in tooltips),
+# so the worklist never scrolls sideways at 1366x768 or 1920x1080.
+FIXED_COLUMN_TEXT = {COL_PRIORITY: "URGENT", COL_AGE_SEX: "Age/Sex", COL_FLAGS: "Cx Rn", COL_WAITING: "10 h 00",
+                     COL_STATUS: "Overridden", COL_CONFIDENCE: "⚠ >99%"}
+FLEX_COLUMNS = {COL_SUGGESTION: (112, 0.8), COL_PATIENT: (90, 2.0), COL_ACCESSION: (86, 1.0), COL_EXAM: (90, 2.2)}
+NARROW_HIDDEN = (COL_ACCESSION,)  # hidden when even the minimum widths do not fit (in the patient's tooltip)
 UNDO_SHOWN_MS = 20_000  # how long the "Saved … Undo" message stays in the status bar
 
 
@@ -52,6 +59,18 @@ def commit_decision(db, actor: Actor, decision: DecisionInput) -> tuple[int, str
         row = record_decision(session, actor, decision)
         result = (row.id, row.action)
     return result
+
+
+def commit_return(db, actor: Actor, order_id: int, question: str, prediction: Prediction | None = None,
+                  time_to_decide_ms: int | None = None) -> int:
+    """Return an order to the referrer and commit it; the decision id."""
+    with db.session() as session:
+        row = return_to_referrer(session, actor, order_id, question,
+                                 suggested=prediction.top if prediction else None,
+                                 model_version=prediction.model if prediction else None,
+                                 time_to_decide_ms=time_to_decide_ms)
+        decision_id = row.id
+    return decision_id
 
 
 def commit_revert(db, actor: Actor, decision_id: int) -> None:
@@ -75,7 +94,8 @@ class MainWindow(QMainWindow):
 
     def __init__(self, db, actor: Actor, *, engine_factory: Callable[[], SuggestionEngine] | None = None,
                  ui_settings: QSettings | None = None, start_worker: bool = True, poll_ms: int = 2000,
-                 engine_label: str | None = None, parent=None):
+                 engine_label: str | None = None, quick_engine_factory: Callable[[], SuggestionEngine] | None = None,
+                 parent=None):
         super().__init__(parent)
         self.db = db
         self.actor = actor
@@ -84,9 +104,15 @@ class MainWindow(QMainWindow):
         with db.session() as session:
             self.catalog = ensure_catalog(session)
             self.site: SiteSettings = load_settings(session)
-            user = session.scalar(select(UserRow).where(UserRow.username == actor.username))
-            self.user_display = (user.full_name if user is not None and user.full_name else actor.username)
+            self.user_display = user_display_name(session, actor.username)
         self.engine_name = engine_label or self.site.engine
+        # While a slow engine (the LLM) loads, a quick one (the embedding engine) suggests meanwhile.
+        if quick_engine_factory is None and self.engine_name == "llm":
+            # seam: the quick engine comes from the engine factory (radassist.engine_factory) too
+            quick_engine_factory = default_engine_factory(db, "embedding")
+        self._quick_factory = quick_engine_factory
+        self.quick_worker: InferenceWorker | None = None
+        self.quick_model_id = ""
         self.current_order_id: int | None = None
         self.worker: InferenceWorker | None = None
         self._old_workers: list[InferenceWorker] = []
@@ -175,9 +201,10 @@ class MainWindow(QMainWindow):
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
         header.setStretchLastSection(False)
-        for col, width in COLUMN_WIDTHS.items():
-            header.resizeSection(col, width)
-        header.setSectionResizeMode(COL_EXAM, QHeaderView.ResizeMode.Interactive)
+        header.setMinimumSectionSize(36)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.viewport().installEventFilter(self)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
         self.table.installEventFilter(self)
         self.table.setItemDelegateForColumn(COL_PRIORITY, PriorityDelegate(self.table))
@@ -185,16 +212,27 @@ class MainWindow(QMainWindow):
         lv.addWidget(self.table, 1)
 
         self.order_view = OrderView(self.catalog, self.site.confidence_threshold)
+        self.order_view.conflicts_provider = self.conflicts_of
         self.order_view.decision_requested.connect(self.commit)
+        self.order_view.return_requested.connect(lambda order_id: self.return_order(order_id))
         self.order_view.message.connect(lambda text: self.statusBar().showMessage(text, 6000))
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("mainSplitter")
         self.splitter.addWidget(left)
-        self.splitter.addWidget(self.order_view)
+        # the order panel scrolls vertically when a small screen cannot show it all; never sideways
+        self.order_scroll = QScrollArea()
+        self.order_scroll.setObjectName("orderScroll")
+        self.order_scroll.setWidget(self.order_view)
+        self.order_scroll.setWidgetResizable(True)
+        self.order_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.order_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.order_scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.order_scroll.setMinimumWidth(380)
+        self.splitter.addWidget(self.order_scroll)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
-        self.splitter.setSizes([1040, 520])
+        self.splitter.setSizes([1060, 500])
         self.splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
 
@@ -226,6 +264,12 @@ class MainWindow(QMainWindow):
         if self.act_undo.shortcut().isEmpty():
             self.act_undo.setShortcut(QKeySequence("Ctrl+Z"))
         self.act_undo.setEnabled(False)
+        self.edit_menu.addSeparator()
+        self.act_add_protocol = QAction("&Add the selected protocol\t+", self)
+        self.act_add_protocol.triggered.connect(lambda: self.order_view.add_selected())
+        self.edit_menu.addAction(self.act_add_protocol)  # the key itself is the order view's
+        self.act_return = self._action("&Return to referrer…", lambda: self.order_view.request_return(), "Ctrl+R",
+                                       self.edit_menu)
 
         self.view_menu = mb.addMenu("&View")
         group = QActionGroup(self)
@@ -236,6 +280,18 @@ class MainWindow(QMainWindow):
             group.addAction(a)
             self.filter_actions[status] = a
         self.filter_actions["todo"].setChecked(True)
+        self.act_modality = self._action("&Modality filter…", self.focus_modality, "Ctrl+Shift+M", self.view_menu)
+        self.sort_menu = QMenu("&Sort by", self)
+        self.sort_menu.setObjectName("sortMenu")
+        self.sort_actions = {}
+        for col, name in enumerate(HEADERS):
+            a = self.sort_menu.addAction(name)
+            a.triggered.connect(lambda _=False, c=col: self.sort_by(c))
+            self.sort_actions[col] = a
+        self.view_menu.addMenu(self.sort_menu)
+        self.act_sort = self._action("Sort b&y column…", self.show_sort_menu, "Ctrl+Shift+S", self.view_menu)
+        self.act_sort_default = self._action("Worklist &order (STAT first)", lambda: self.sort_by(COL_PRIORITY, True),
+                                             "Ctrl+Shift+D", self.view_menu)
         self.view_menu.addSeparator()
         self.act_next = self._action("&Next order", lambda: self.move_order(1), "Ctrl+Down", self.view_menu)
         self.act_prev = self._action("&Previous order", lambda: self.move_order(-1), "Ctrl+Up", self.view_menu)
@@ -263,6 +319,20 @@ class MainWindow(QMainWindow):
         self.progress_label.setObjectName("statusProgress")
         self.engine_label = QLabel()
         self.engine_label.setObjectName("statusEngine")
+        # model loading: a busy bar and the seconds so far (the LLM takes a while; quick suggestions meanwhile)
+        self.load_bar = QProgressBar()
+        self.load_bar.setObjectName("loadProgress")
+        self.load_bar.setRange(0, 0)
+        self.load_bar.setFixedSize(90, 12)
+        self.load_bar.setTextVisible(False)
+        self.load_bar.setVisible(False)
+        self.load_label = QLabel()
+        self.load_label.setObjectName("loadLabel")
+        self.load_label.setVisible(False)
+        self._load_clock = QElapsedTimer()
+        self._load_timer = QTimer(self)
+        self._load_timer.setInterval(1000)
+        self._load_timer.timeout.connect(self._update_loading)
         self.error_label = QLabel()
         self.error_label.setObjectName("statusError")
         self.error_label.setVisible(False)
@@ -276,7 +346,7 @@ class MainWindow(QMainWindow):
         self.saved_label = ElidedLabel()  # never widens the window: elided, full text in the tooltip
         self.saved_label.setObjectName("savedLabel")
         self.saved_label.setMinimumWidth(140)
-        self.saved_label.setMaximumWidth(380)
+        self.saved_label.setMaximumWidth(300)
         self.undo_button = QToolButton()
         self.undo_button.setObjectName("undoButton")
         self.undo_button.setText("Undo (Ctrl+Z)")
@@ -290,6 +360,8 @@ class MainWindow(QMainWindow):
         self._saved_timer.setSingleShot(True)
         self._saved_timer.timeout.connect(lambda: self.undo_box.setVisible(False))
         sb.addPermanentWidget(self.progress_label)
+        sb.addPermanentWidget(self.load_bar)
+        sb.addPermanentWidget(self.load_label)
         sb.addPermanentWidget(self.engine_label)
         sb.addPermanentWidget(self.user_label)
         self._error_timer = QTimer(self)
@@ -326,8 +398,7 @@ class MainWindow(QMainWindow):
         """
         self.actor = actor
         with self.db.session() as session:
-            user = session.scalar(select(UserRow).where(UserRow.username == actor.username))
-            self.user_display = user.full_name if user is not None and user.full_name else actor.username
+            self.user_display = user_display_name(session, actor.username)
         self.user_label.setText(f"{self.user_display} ({self.actor.role})")
         self.tools_menu.menuAction().setVisible(False)
         for spec in self._tool_specs:
@@ -350,7 +421,20 @@ class MainWindow(QMainWindow):
     def start_worker(self) -> None:
         if self.worker is not None:
             return
-        worker = InferenceWorker(self.db, self._engine_factory)
+        quick_factory = None
+        quick_built: threading.Event | None = None
+        if self._quick_factory is not None and self.quick_worker is None and self.engine_state != READY:
+            # the quick engine is built first (seconds), then the slow one: builds take turns
+            quick_built = threading.Event()
+            inner_quick, built = self._quick_factory, quick_built
+
+            def quick_factory():
+                try:
+                    return inner_quick()
+                finally:
+                    built.set()
+
+        worker = InferenceWorker(self.db, self._engine_factory, build_after=quick_built)
         worker.state_changed.connect(self._on_engine_state)
         worker.engine_ready.connect(self._on_engine_ready)
         worker.prediction_ready.connect(self._on_prediction)
@@ -360,6 +444,58 @@ class MainWindow(QMainWindow):
         if self.current_order_id is not None:
             worker.request(self.current_order_id)
         worker.start()
+        self._start_loading_indicator()
+        if quick_factory is not None:
+            quick = InferenceWorker(self.db, quick_factory)
+            quick.engine_ready.connect(self._on_quick_ready)
+            quick.prediction_ready.connect(self._on_quick_prediction)
+            quick.failed.connect(lambda m: log.warning("quick engine: %s", m))
+            self.quick_worker = quick
+            if self.current_order_id is not None:
+                quick.request(self.current_order_id)
+            quick.start()
+            self.order_view.set_engine_status(None, self.engine_name)
+
+    def _start_loading_indicator(self) -> None:
+        self._load_clock.start()
+        self._update_loading()
+        self.load_bar.setVisible(True)
+        self.load_label.setVisible(True)
+        self._load_timer.start()
+
+    def _update_loading(self) -> None:
+        seconds = int(self._load_clock.elapsed() / 1000) if self._load_clock.isValid() else 0
+        quick = " · quick suggestions meanwhile" if self.quick_worker is not None else ""
+        self.load_label.setText(f"Loading the {self.engine_name} model… {seconds} s{quick}")
+
+    def _stop_loading_indicator(self) -> None:
+        self._load_timer.stop()
+        self.load_bar.setVisible(False)
+        self.load_label.setVisible(False)
+
+    def _stop_quick_worker(self) -> None:
+        quick, self.quick_worker = self.quick_worker, None
+        if quick is None:
+            return
+        for signal in (quick.engine_ready, quick.prediction_ready, quick.failed):
+            signal.disconnect()
+        quick.stop()
+        self._old_workers.append(quick)
+        quick.finished.connect(lambda: self._old_workers.remove(quick) if quick in self._old_workers else None)
+
+    def _on_quick_ready(self, name: str, version: str, device: str, model_id: str) -> None:
+        self.quick_model_id = model_id
+
+    def _on_quick_prediction(self, order_id: int, prediction: Prediction) -> None:
+        """A quick suggestion: shown where the running engine has none yet (it replaces them when it does)."""
+        main_model = self.engine_info.get("model_id") if self.engine_state == READY else ""
+        entry = self.model.entry_by_id(order_id)
+        if entry is not None and (not main_model or entry.model_version != main_model):
+            self.model.set_prediction(order_id, prediction)
+        if order_id == self.current_order_id:
+            shown = self.order_view.prediction
+            if shown is None or (main_model and shown.model != main_model) or not main_model:
+                self.order_view.set_prediction(prediction)
 
     def restart_engine(self, engine_factory: Callable[[], SuggestionEngine] | None = None) -> None:
         """Stop the current worker (it finishes its batch) and start a new one with fresh settings."""
@@ -375,6 +511,7 @@ class MainWindow(QMainWindow):
         self.model.confidence_threshold = self.site.confidence_threshold
         old = self.worker
         self.worker = None
+        self._stop_quick_worker()
         if old is not None:
             for signal in (old.state_changed, old.engine_ready, old.prediction_ready, old.failed, old.progress):
                 signal.disconnect()
@@ -384,7 +521,7 @@ class MainWindow(QMainWindow):
         self.start_worker()
 
     def _query_active_models(self) -> dict[str, str | None]:
-        from radassist.engines import active_model_paths
+        from radassist.engine_factory import active_model_paths
 
         try:
             with self.db.session() as session:
@@ -405,7 +542,7 @@ class MainWindow(QMainWindow):
     def stop_worker(self, wait_ms: int | None = None) -> bool:
         """Ask the worker(s) to stop; True when all have finished (a model still loading may not)."""
         finished = True
-        for worker in [self.worker, *self._old_workers]:
+        for worker in [self.worker, self.quick_worker, *self._old_workers]:
             if worker is None:
                 continue
             worker.stop()
@@ -433,14 +570,20 @@ class MainWindow(QMainWindow):
     def _on_engine_state(self, state: str, detail: str) -> None:
         self.engine_state = state
         self._set_engine_label(state, detail)
+        if state in (ERROR, STOPPED):
+            self._stop_loading_indicator()
         if state == ERROR:
             self.show_error(detail or "engine error")
+            self.order_view.set_engine_status(None, "")
             self.order_view.set_engine_unavailable(detail or "engine error")
 
     def _on_engine_ready(self, name: str, version: str, device: str, model_id: str) -> None:
         self.engine_info = {"name": name, "version": version, "device": device, "model_id": model_id}
         self.engine_state = READY
         self._set_engine_label(READY)
+        self._stop_loading_indicator()
+        self._stop_quick_worker()  # the running engine takes over; its suggestions replace the quick ones
+        self.order_view.set_engine_status(model_id, "")
         self.model.set_model_version(model_id)
         if self.current_order_id is not None:
             pred = self.order_view.prediction
@@ -453,6 +596,7 @@ class MainWindow(QMainWindow):
             self.order_view.set_prediction(prediction)
 
     def _on_progress(self, computed: int, queued: int) -> None:
+        self.model.own_suggestions = bool(queued)  # while it works, its saves need no worklist reload
         self.progress_label.setText(f"Suggestions: {queued} queued" if queued else
                                     "Suggestions: all computed" if computed else "")
 
@@ -473,6 +617,7 @@ class MainWindow(QMainWindow):
 
     def set_status_filter(self, status: str) -> None:
         self.proxy.set_status_filter(status)
+        self.fit_columns()
         for s, button in self.status_buttons.items():
             button.setChecked(s == status)
         self.filter_actions[status].setChecked(True)
@@ -538,12 +683,8 @@ class MainWindow(QMainWindow):
         """Show an order: audited view, cached suggestions if any; ask the worker for the rest."""
         try:
             with self.db.session() as session:
-                row = open_order(session, self.actor, order_id)
-                details = OrderDetails.from_row(row)
-                model_id = self.engine_info.get("model_id") or None
-                prediction = best_prediction(session, order_id, row.accession, model_id)
-                if prediction is None and model_id is None:
-                    prediction = best_prediction(session, order_id, row.accession, None)
+                details, prediction = order_details(session, self.actor, order_id,
+                                                    self.engine_info.get("model_id") or None)
         except Exception as exc:
             self.show_error(f"Could not open the order: {type(exc).__name__}: {exc}")
             return
@@ -566,12 +707,27 @@ class MainWindow(QMainWindow):
         return min(todo, key=WorklistEntry.sort_key).id if todo else None
 
     # --- decisions -------------------------------------------------------------------------------
+    def conflicts_of(self, order_id: int, codes: tuple[str, ...]) -> tuple[str, ...]:
+        """The core's answer (worklist.decision_conflicts): the flags these protocols go against."""
+        try:
+            with self.db.session() as session:
+                return conflicts_for_order(session, order_id, codes)
+        except Exception as exc:  # the core checks again when it records the decision
+            log.warning("could not check flag conflicts: %s", type(exc).__name__)
+            return ()
+
     def confirm_redecide(self, entry: WorklistEntry | None, order, code: str) -> bool:
-        """A done order is decided again: ask first (No is the default, so a stray Enter changes nothing)."""
-        previous = (entry.decided_code if entry is not None and entry.decided_code else order.decided_code) or "?"
-        who = patient_label(entry, order.accession)
+        """A decided order is decided again: ask first (No is the default, so a stray Enter changes nothing)."""
+        if entry is not None and entry.decided_label:
+            previous = entry.decided_label
+        elif order is not None and order.status == "returned":
+            previous = "Returned"
+        else:
+            previous = (order.decided_code if order is not None else "") or "?"
+        who = patient_label(entry, order.accession if order is not None else "")
+        state = "returned to the referrer" if previous == "Returned" else f"already protocoled as {previous}"
         box = QMessageBox(QMessageBox.Icon.Question, "Replace the decision?",
-                          f"{who} is already protocoled as {previous}.\n\nReplace it with {code}?",
+                          f"{who} is {state}.\n\nReplace it with {code}?",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
         box.setObjectName("confirmRedecide")
         box.setDefaultButton(QMessageBox.StandardButton.No)
@@ -582,9 +738,8 @@ class MainWindow(QMainWindow):
         """Commit the decision; only then show the order done and open the top of the queue."""
         entry = self.model.entry_by_id(decision.order_id)
         order = self.order_view.order
-        already_done = (entry is not None and entry.status == "done") or (
-            order is not None and order.id == decision.order_id and order.status == "done")
-        if already_done and not self.confirm_redecide(entry, order, decision.final_code):
+        label = " + ".join(decision.codes)
+        if self._already_decided(entry, order, decision.order_id) and not self.confirm_redecide(entry, order, label):
             self.statusBar().showMessage("Kept the earlier decision", 4000)
             return False
         try:
@@ -597,17 +752,70 @@ class MainWindow(QMainWindow):
         next_id = self.next_in_queue(exclude=decision.order_id)
         self._opening = True
         try:
-            self.model.mark_done(decision.order_id, decision.final_code, action, decision_id)
+            self.model.mark_done(decision.order_id, decision.final_code, action, decision_id,
+                                 extra=tuple(decision.additional_codes))
         finally:
             self._opening = False
-        self._update_count()
         who = patient_label(entry, order.accession if order is not None else "")
-        self.undo_stack.append((decision_id, decision.order_id, decision.final_code, who))
+        self._after_decision(decision_id, decision.order_id, label, who, f"Saved: {label} for {who} ({action})",
+                             next_id)
+        return True
+
+    @staticmethod
+    def _already_decided(entry, order, order_id: int) -> bool:
+        return (entry is not None and entry.decided) or (
+            order is not None and order.id == order_id and order.status in ("done", "returned"))
+
+    def return_order(self, order_id: int | None = None, question: str | None = None) -> bool:
+        """Return the order to the referrer with a question (asked in a dialog when not given)."""
+        order_id = order_id if order_id is not None else self.current_order_id
+        if order_id is None:
+            self.statusBar().showMessage("Open an order first", 4000)
+            return False
+        entry = self.model.entry_by_id(order_id)
+        order = self.order_view.order if self.order_view.order is not None and \
+            self.order_view.order.id == order_id else None
+        who = patient_label(entry, order.accession if order is not None else "")
+        if question is None:
+            from radassist.gui.return_dialog import ReturnDialog
+
+            exam = entry.ordered_exam if entry is not None else (order.ordered_exam if order else "")
+            dialog = ReturnDialog(who, exam, self)
+            self.return_dialog = dialog
+            accepted = dialog.exec() == QDialog.DialogCode.Accepted
+            self.return_dialog = None
+            if not accepted:
+                return False
+            question = dialog.question()
+        elif self._already_decided(entry, order, order_id) and not self.confirm_redecide(
+                entry, order, "a return to the referrer"):
+            return False
+        prediction = self.order_view.prediction if order is not None else None
+        try:
+            decision_id = commit_return(self.db, self.actor, order_id, question, prediction)
+        except Exception as exc:
+            self.show_error(f"Return NOT saved: {exc}")
+            QMessageBox.warning(self, "Not returned", f"The order could not be returned:\n{exc}")
+            return False
+        self.decision_committed.emit(order_id)
+        next_id = self.next_in_queue(exclude=order_id)
+        self._opening = True
+        try:
+            self.model.mark_returned(order_id, decision_id, question)
+        finally:
+            self._opening = False
+        self._after_decision(decision_id, order_id, "Return", who, f"Returned: {who}", next_id)
+        return True
+
+    def _after_decision(self, decision_id: int, order_id: int, label: str, who: str, saved: str,
+                        next_id: int | None) -> None:
+        """After the commit: undo entry, "Saved … Undo" in the status bar, the top of the queue opens."""
+        self._update_count()
+        self.undo_stack.append((decision_id, order_id, label, who))
         self._update_undo()
-        saved = f"Saved: {decision.final_code} for {who} ({action})"
+        self.saved_label.setFixedWidth(min(300, self.saved_label.fontMetrics().horizontalAdvance(saved) + 12))
         self.saved_label.setText(saved)
         self.saved_label.setToolTip(saved)
-        self.saved_label.setFixedWidth(min(380, self.saved_label.fontMetrics().horizontalAdvance(saved) + 12))
         self.undo_box.setVisible(True)
         self._saved_timer.start(UNDO_SHOWN_MS)
         if next_id is not None:
@@ -616,7 +824,6 @@ class MainWindow(QMainWindow):
             self.current_order_id = None
             self.order_view.show_empty("All orders are protocoled")
             self.table.clearSelection()
-        return True
 
     def _update_undo(self) -> None:
         self.act_undo.setEnabled(bool(self.undo_stack))
@@ -680,6 +887,75 @@ class MainWindow(QMainWindow):
     def focus_order(self) -> None:
         self.order_view.setFocus(Qt.FocusReason.ShortcutFocusReason)
 
+    def fit_columns(self) -> None:
+        """Fixed columns as wide as their text, the rest share the width: no sideways scrolling."""
+        header = self.table.horizontalHeader()
+        metrics = self.table.fontMetrics()
+        bold = self.table.font()
+        bold.setBold(True)
+        from PySide6.QtGui import QFontMetrics
+
+        head_metrics = QFontMetrics(bold)
+        fixed = {col: max(metrics.horizontalAdvance(text), head_metrics.horizontalAdvance(HEADERS[col]))
+                 + (30 if col == COL_PRIORITY else 24) for col, text in FIXED_COLUMN_TEXT.items()}
+        available = self.table.viewport().width()
+        # columns that say nothing in this list: Status in To do (all "To do"), Waiting in Done (empty)
+        idle = {"todo": (COL_STATUS,), "done": (COL_WAITING, COL_CONFIDENCE)}.get(self.proxy.status_filter(), ())
+        for col in (COL_STATUS, COL_WAITING, COL_CONFIDENCE):
+            self.table.setColumnHidden(col, col in idle)
+            if col in idle:
+                fixed.pop(col, None)
+        flex = dict(FLEX_COLUMNS)
+        # the Protocol column shows a code with "+2" in full ("CTA-HEAD-NECK +2"; longer ones elide, tooltip)
+        flex[COL_SUGGESTION] = (metrics.horizontalAdvance("CTA-HEAD-NECK +2") + 24, FLEX_COLUMNS[COL_SUGGESTION][1])
+        for col in NARROW_HIDDEN:
+            self.table.setColumnHidden(col, False)
+        # the accession (also in the patient's tooltip and the order view) only where names have room
+        if available < sum(fixed.values()) + sum(m for m, _ in flex.values()) + 240:
+            for col in NARROW_HIDDEN:
+                self.table.setColumnHidden(col, True)
+                flex.pop(col, None)
+        for col, width in fixed.items():
+            header.resizeSection(col, width)
+        rest = max(0, available - sum(fixed.values()))
+        weights = sum(w for _, w in flex.values())
+        extra = max(0, rest - sum(m for m, _ in flex.values()))
+        cols = list(flex)
+        used = 0
+        for i, col in enumerate(cols):
+            minimum, weight = flex[col]
+            width = minimum + int(extra * weight / weights) if i < len(cols) - 1 else max(36, rest - used)
+            header.resizeSection(col, width)
+            used += width
+
+    def focus_modality(self) -> None:
+        """Ctrl+Shift+M: the modality filter, opened (↑/↓ and Enter choose)."""
+        self.modality.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.modality.showPopup()
+
+    def sort_by(self, column: int, default_order: bool = False) -> None:
+        """Sort the worklist by a column; the same column again reverses it. Priority = worklist order."""
+        header = self.table.horizontalHeader()
+        if default_order or header.sortIndicatorSection() != column:
+            order = Qt.SortOrder.AscendingOrder
+        else:
+            order = Qt.SortOrder.DescendingOrder if header.sortIndicatorOrder() == Qt.SortOrder.AscendingOrder \
+                else Qt.SortOrder.AscendingOrder
+        self.table.sortByColumn(column, order)
+        direction = "ascending" if order == Qt.SortOrder.AscendingOrder else "descending"
+        self.statusBar().showMessage(f"Sorted by {HEADERS[column]} ({direction})", 4000)
+        self._reselect_current()
+
+    def show_sort_menu(self) -> None:
+        """Ctrl+Shift+S: a menu of the columns at the worklist (↑/↓ and Enter choose)."""
+        header = self.table.horizontalHeader()
+        for col, action in self.sort_actions.items():
+            mark = ""
+            if header.sortIndicatorSection() == col:
+                mark = "  ▲" if header.sortIndicatorOrder() == Qt.SortOrder.AscendingOrder else "  ▼"
+            action.setText(HEADERS[col] + mark)
+        self.sort_menu.popup(self.table.mapToGlobal(self.table.rect().topLeft()))
+
     def focus_filter(self) -> None:
         self.filter_text.setFocus(Qt.FocusReason.ShortcutFocusReason)
         self.filter_text.selectAll()
@@ -687,6 +963,8 @@ class MainWindow(QMainWindow):
     def eventFilter(self, obj, event):
         from PySide6.QtCore import QEvent
 
+        if event.type() == QEvent.Type.Resize and obj is self.table.viewport():
+            QTimer.singleShot(0, self.fit_columns)
         if event.type() == QEvent.Type.KeyPress and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             if obj is self.table:
                 self.focus_order()

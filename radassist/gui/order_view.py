@@ -7,6 +7,9 @@ Keyboard (the view has focus while an order is open):
   Up / Down    move the selection among the suggestions
   letters      start a type-ahead search over the whole catalog; Up/Down pick, Enter confirms,
                Esc cancels
+  +            add the selected suggestion (or search result) as one more protocol of the order
+               (up to three: a code stroke's CT head + CTA + perfusion); Enter then saves them all,
+               1/2/3 or a search adds the last one and saves; Backspace removes the last added
   Ctrl+M       comment field (Enter there confirms the selected protocol with the comment)
 The view never writes to the database: it emits ``decision_requested`` with a DecisionInput and
 the main window commits it.
@@ -15,24 +18,20 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Sequence
 
-from PySide6.QtCore import QElapsedTimer, QEvent, Qt, Signal
+from PySide6.QtCore import QElapsedTimer, QEvent, QPoint, QRect, QSize, Qt, Signal
 from PySide6.QtWidgets import (
-    QApplication, QFrame, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QSizePolicy,
+    QApplication, QFrame, QHBoxLayout, QLabel, QLayout, QLineEdit, QListWidget, QListWidgetItem, QProgressBar, QSizePolicy,
     QTextBrowser, QVBoxLayout, QWidget,
 )
 
-from radassist.domain import Prediction, Protocol, SafetyFlag, Suggestion, format_confidence
-from radassist.worklist import DecisionInput
+from radassist.domain import Prediction, Protocol, SafetyFlag, Suggestion, format_model_confidence
+from radassist.safety import FLAG_LABELS
+from radassist.worklist import MAX_PROTOCOLS, DecisionInput
+from radassist.worklist_queries import OrderDetails
 
-try:  # written concurrently; the view works without it (flags then come from the prediction)
-    from radassist.safety import FLAG_LABELS, check_notes
-except Exception:  # pragma: no cover - until radassist.safety lands
-    check_notes = None
-    FLAG_LABELS = {}
+__all__ = ["CatalogSearch", "ElidedLabel", "OrderDetails", "OrderView", "SuggestionRowWidget"]
 
 DEFAULT_FLAG_LABELS = {
     "contrast-allergy": "Contrast allergy", "renal-impairment": "Renal impairment", "pregnancy": "Pregnancy",
@@ -66,37 +65,6 @@ def flag_tooltip(flags: Sequence[SafetyFlag]) -> str:
     return "Evidence: " + "; ".join(lines)
 
 
-@dataclass(frozen=True)
-class OrderDetails:
-    """A snapshot of an order for display (no live ORM object crosses into the view)."""
-
-    id: int
-    accession: str
-    ordered_exam: str
-    clinical_notes: str
-    priority: str
-    age: int | None
-    sex: str
-    patient_name: str
-    mrn: str
-    ordering_provider: str
-    ordered_at: datetime | None
-    status: str
-    decided_code: str = ""
-    decided_by: str = ""
-    decided_action: str = ""
-
-    @classmethod
-    def from_row(cls, row) -> "OrderDetails":
-        last = row.decisions[-1] if row.status == "done" and row.decisions else None
-        return cls(id=row.id, accession=row.accession, ordered_exam=row.ordered_exam,
-                   clinical_notes=row.clinical_notes or "", priority=row.priority, age=row.age, sex=row.sex or "U",
-                   patient_name=row.patient_name or "", mrn=row.mrn or "",
-                   ordering_provider=row.ordering_provider or "", ordered_at=row.ordered_at, status=row.status,
-                   decided_code=last.final_code if last else "", decided_by=last.username if last else "",
-                   decided_action=last.action if last else "")
-
-
 # --- catalog type-ahead ------------------------------------------------------------------------
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -107,6 +75,14 @@ class CatalogSearch:
 
     def __init__(self, protocols: Sequence[Protocol]):
         self.protocols = list(protocols)
+        self._policy = None
+        if self.protocols:
+            try:  # the core's eligibility rules (the ranking applies the same ones to the engine's list)
+                from radassist.safety_policy import site_policy
+
+                self._policy = site_policy(self.protocols)
+            except Exception:  # a site catalog the policy files do not fit: search everything
+                self._policy = None
         self._index = []
         for p in self.protocols:
             code = p.code.lower()
@@ -115,7 +91,12 @@ class CatalogSearch:
             ind_words = set(_WORD.findall(p.indications.lower()))
             self._index.append((p, code, name, head_words, ind_words, p.indications.lower()))
 
-    def search(self, query: str, limit: int = 30) -> list[Protocol]:
+    def allows(self, protocol: Protocol, sex: str = "U", age: int | None = None) -> bool:
+        """Whether the protocol is possible for the patient (the site's eligibility rules)."""
+        return self._policy is None or self._policy.allows(protocol, sex, age)
+
+    def search(self, query: str, limit: int = 30, sex: str = "U", age: int | None = None) -> list[Protocol]:
+        """Matches for ``query``, never a protocol impossible for the patient's sex or age."""
         q = query.strip().lower()
         if not q:
             return []
@@ -123,6 +104,8 @@ class CatalogSearch:
         compact = re.sub(r"[^a-z0-9]", "", q)
         scored = []
         for p, code, name, head, ind, ind_text in self._index:
+            if not self.allows(p, sex, age):
+                continue
             if code.startswith(q) or (compact and re.sub(r"[^a-z0-9]", "", code).startswith(compact)):
                 scored.append((-100, p.code, p))
                 continue
@@ -175,6 +158,79 @@ class ElidedLabel(QLabel):
         self._elide()
 
 
+class FlowLayout(QLayout):
+    """Lays its widgets out left to right and wraps to the next line: a long row of flag chips never
+    widens the window."""
+
+    def __init__(self, parent=None, spacing: int = 6):
+        super().__init__(parent)
+        self._items: list = []
+        self._spacing = spacing
+        self.setContentsMargins(0, 0, 0, 0)
+
+    def addItem(self, item):  # noqa: N802 - Qt naming
+        self._items.append(item)
+
+    def addStretch(self, _stretch: int = 0) -> None:  # noqa: N802 - nothing to stretch in a flow
+        return None
+
+    def count(self) -> int:
+        return len(self._items)
+
+    def itemAt(self, index: int):  # noqa: N802
+        return self._items[index] if 0 <= index < len(self._items) else None
+
+    def takeAt(self, index: int):  # noqa: N802
+        return self._items.pop(index) if 0 <= index < len(self._items) else None
+
+    def expandingDirections(self):  # noqa: N802
+        return Qt.Orientation(0)
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802
+        return True
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802
+        return self._arrange(QRect(0, 0, width, 0), move=False)
+
+    def setGeometry(self, rect):  # noqa: N802
+        super().setGeometry(rect)
+        self._arrange(rect, move=True)
+
+    def sizeHint(self):  # noqa: N802
+        return self.minimumSize()
+
+    def minimumSize(self):  # noqa: N802
+        size = QSize()
+        for item in self._items:
+            size = size.expandedTo(item.minimumSize())
+        return size
+
+    def _arrange(self, rect, move: bool) -> int:
+        x, y, line = rect.x(), rect.y(), 0
+        for item in self._items:
+            hint = item.sizeHint()
+            if x + hint.width() > rect.right() + 1 and line > 0:
+                x, y, line = rect.x(), y + line + self._spacing, 0
+            if move:
+                item.setGeometry(QRect(QPoint(x, y), hint))
+            x += hint.width() + self._spacing
+            line = max(line, hint.height())
+        return y + line - rect.y()
+
+
+class WrapLabel(QLabel):
+    """A word-wrapping label (the whole text, on as many lines as it needs)."""
+
+    def __init__(self, text: str = "", parent=None):
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+    def full_text(self) -> str:
+        return self.text()
+
+
 # --- widgets -----------------------------------------------------------------------------------
 
 class SuggestionRowWidget(QFrame):
@@ -197,14 +253,14 @@ class SuggestionRowWidget(QFrame):
         self.key.setFixedWidth(26)
         self.code = QLabel()
         self.code.setObjectName("suggestionCode")
-        self.code.setMinimumWidth(120)
-        self.name = ElidedLabel()
+        self.name = WrapLabel()  # the full name, wrapped: never cut
         self.name.setObjectName("suggestionName")
-        self.detail = ElidedLabel()  # why (phrases of the notes) and the flags it goes against
+        self.detail = WrapLabel()  # why (phrases of the notes) and the flags it goes against or respects
         self.detail.setObjectName("suggestionWhy")
         texts = QVBoxLayout()
         texts.setContentsMargins(0, 0, 0, 0)
-        texts.setSpacing(0)
+        texts.setSpacing(1)
+        texts.addWidget(self.code)
         texts.addWidget(self.name)
         texts.addWidget(self.detail)
         self.bar = QProgressBar()
@@ -216,8 +272,7 @@ class SuggestionRowWidget(QFrame):
         self.score.setObjectName("suggestionScore")
         self.score.setFixedWidth(48)
         self.score.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        layout.addWidget(self.key)
-        layout.addWidget(self.code)
+        layout.addWidget(self.key, 0, Qt.AlignmentFlag.AlignTop)
         layout.addLayout(texts, 1)
         for w in (self.bar, self.score):
             layout.addWidget(w)
@@ -243,7 +298,7 @@ class SuggestionRowWidget(QFrame):
         self._set_prop("conflict", bool(s.conflicts))
         pct = int(round(s.score * 100))
         self.bar.setValue(pct)
-        self.score.setText(format_confidence(s.score))
+        self.score.setText(format_model_confidence(s.score))
         self._set_prop("lowConfidence", low)
         if protocol is not None:
             items = "".join(f"<li>{html.escape(i)}</li>" for i in protocol.indication_list)
@@ -273,6 +328,7 @@ class SuggestionRowWidget(QFrame):
 
 class OrderView(QWidget):
     decision_requested = Signal(object)  # DecisionInput
+    return_requested = Signal(int)       # order id: return it to the referrer (the window asks the question)
     message = Signal(str)                 # a hint for the status bar
 
     def __init__(self, catalog: Sequence[Protocol] = (), confidence_threshold: float = 0.5, parent=None):
@@ -288,6 +344,11 @@ class OrderView(QWidget):
         self._engine_problem = ""
         self._catalog: dict[str, Protocol] = {}
         self._search = CatalogSearch([])
+        self.plan: list[str] = []  # protocols added so far (multi-protocol), before the last choice
+        # (order id, codes) -> flag types they go against: the core's decision_conflicts, set by the window
+        self.conflicts_provider: Callable[[int, tuple[str, ...]], tuple[str, ...]] | None = None
+        self.current_model: str | None = None  # the running engine's model id (None: not ready)
+        self.loading_engine = ""               # the engine still loading ("llm"): shown suggestions are quick ones
         self._build()
         self.set_catalog(catalog)
         self.show_empty()
@@ -321,6 +382,14 @@ class OrderView(QWidget):
         self.decided.setWordWrap(True)
         outer.addWidget(self.decided)
 
+        # re-sent with different content after its decision: what changed
+        self.amended = QLabel()
+        self.amended.setObjectName("amendedBanner")
+        self.amended.setWordWrap(True)
+        self.amended.setTextFormat(Qt.TextFormat.RichText)
+        self.amended.setVisible(False)
+        outer.addWidget(self.amended)
+
         # a decision that goes against a safety flag waits here for one more key
         self.conflict_banner = QLabel()
         self.conflict_banner.setObjectName("conflictBanner")
@@ -331,9 +400,7 @@ class OrderView(QWidget):
 
         self.flag_box = QWidget()
         self.flag_box.setObjectName("flagBox")
-        self.flag_layout = QHBoxLayout(self.flag_box)
-        self.flag_layout.setContentsMargins(0, 0, 0, 0)
-        self.flag_layout.setSpacing(6)
+        self.flag_layout = FlowLayout(self.flag_box)  # chips wrap instead of widening the window
         outer.addWidget(self.flag_box)
 
         notes_label = QLabel("Clinical notes")
@@ -343,18 +410,19 @@ class OrderView(QWidget):
         self.notes.setObjectName("notes")
         self.notes.setOpenLinks(False)
         self.notes.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
-        self.notes.setMinimumHeight(120)
+        self.notes.setMinimumHeight(90)
+        # takes the room that is left (its own size hint would push the suggestions off a 768-pixel screen)
+        self.notes.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Ignored)
         outer.addWidget(self.notes, 3)
 
         sugg_head = QHBoxLayout()
         sugg_label = QLabel("Suggested protocols")
         sugg_label.setObjectName("sectionLabel")
-        self.model_label = QLabel()
+        self.model_label = ElidedLabel()  # full text in its tooltip
         self.model_label.setObjectName("mutedLabel")
         self.model_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         sugg_head.addWidget(sugg_label)
-        sugg_head.addStretch(1)
-        sugg_head.addWidget(self.model_label)
+        sugg_head.addWidget(self.model_label, 1)
         outer.addLayout(sugg_head)
 
         self.review = QLabel()
@@ -362,6 +430,7 @@ class OrderView(QWidget):
         self.review.setWordWrap(True)
         outer.addWidget(self.review)
         self.pending = QLabel("Computing suggestions…")
+        self.pending.setWordWrap(True)
         self.pending.setObjectName("mutedLabel")
         outer.addWidget(self.pending)
         self.rows: list[SuggestionRowWidget] = []
@@ -371,6 +440,13 @@ class OrderView(QWidget):
             row.activated.connect(lambda number: self.choose_suggestion(number - 1))
             self.rows.append(row)
             outer.addWidget(row)
+
+        # multi-protocol: the protocols added so far (+), saved together with Enter
+        self.plan_label = QLabel()
+        self.plan_label.setObjectName("protocolPlan")
+        self.plan_label.setWordWrap(True)
+        self.plan_label.setVisible(False)
+        outer.addWidget(self.plan_label)
 
         self.search = QLineEdit()
         self.search.setObjectName("protocolSearch")
@@ -384,7 +460,10 @@ class OrderView(QWidget):
         self.results.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.results.itemDoubleClicked.connect(lambda item: self._confirm_search(item))
         self.results.setVisible(False)
-        self.results.setMinimumHeight(120)
+        self.results.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.results.setTextElideMode(Qt.TextElideMode.ElideRight)  # full name and indications in the tooltip
+        self.results.setUniformItemSizes(True)
+        self.results.setMinimumHeight(164)  # six rows
         outer.addWidget(self.results, 1)
 
         self.comment = QLineEdit()
@@ -425,10 +504,13 @@ class OrderView(QWidget):
         self.order = None
         self.prediction = None
         self.selected = None
+        self.plan = []
+        self.plan_label.setVisible(False)
         self.badge.setVisible(False)
         self.title.setText(text)
         self.patient.setText("Pick an order in the worklist (Ctrl+L), or wait for new orders.")
         self.decided.setVisible(False)
+        self.amended.setVisible(False)
         self._clear_flags()
         self.flag_box.setVisible(False)
         self.notes.clear()
@@ -447,6 +529,8 @@ class OrderView(QWidget):
         """Render an order (flags from radassist.safety; suggestions when already computed)."""
         self.order = order
         self._clear_pending_ack()
+        self.plan = []
+        self._render_plan()
         self._clock.start()
         self.search.blockSignals(True)
         self.search.clear()
@@ -479,21 +563,27 @@ class OrderView(QWidget):
                          else f"ordered {order.ordered_at:%Y-%m-%d %H:%M} UTC")
         self.patient.setText("  ·  ".join(parts))
         if order.status == "done" and order.decided_code:
-            name = self._catalog.get(order.decided_code)
-            self.decided.setText(f"Protocoled: <b>{html.escape(order.decided_code)}</b>"
-                                 f"{' — ' + html.escape(name.name) if name else ''} ({order.decided_action} by "
+            names = []
+            for code in order.decided_codes:
+                p = self._catalog.get(code)
+                names.append(f"<b>{html.escape(code)}</b>" + (f" — {html.escape(p.name)}" if p else ""))
+            self.decided.setText(f"Protocoled: {' + '.join(names)} ({order.decided_action} by "
                                  f"{html.escape(order.decided_by)}). Deciding again asks first, then replaces it.")
+            self.decided.setVisible(True)
+        elif order.status == "returned":
+            self.decided.setText(f"Returned to the referrer by {html.escape(order.decided_by)}: "
+                                 f"“{html.escape(order.question)}”. Deciding now asks first.")
             self.decided.setVisible(True)
         else:
             self.decided.setVisible(False)
 
-        if prediction is not None and prediction.flags:
-            flags = list(prediction.flags)  # assessed once, stored with the suggestions
-        else:
-            from radassist.flag_assessment import assess_order
+        self._render_amendment(order)
 
-            flags = assess_order(order) if order.clinical_notes else []
-        self.flags = flags
+        # flags assessed once and stored with the suggestions (the core assesses an order that has none yet)
+        if prediction is not None and prediction.flags:
+            self.flags = list(prediction.flags)
+        else:
+            self.flags = list(order.flags)
         self._render_flags()
         self._render_notes()
         self.prediction = prediction
@@ -503,6 +593,32 @@ class OrderView(QWidget):
         focus = QApplication.focusWidget()
         if focus is None or focus is self or self.isAncestorOf(focus):
             self.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def _render_amendment(self, order: OrderDetails) -> None:
+        amendment = getattr(order, "amendment", None)
+        if amendment is None:
+            self.amended.setVisible(False)
+            return
+        names = {"ordered_exam": "Ordered exam", "clinical_notes": "Notes", "priority": "Priority", "age": "Age",
+                 "sex": "Sex", "patient_name": "Patient", "mrn": "MRN", "ordering_provider": "Ordering provider",
+                 "ordered_at": "Ordered at"}
+        lines = []
+        for name, before, after in amendment.changes:
+            label = names.get(name, name.replace("_", " ").capitalize())
+            if name == "clinical_notes":
+                lines.append(f"<b>{label}</b> changed: now “{html.escape(after[:300])}”"
+                             f"<br><span style='color:#6b7480'>was “{html.escape(before[:300])}”</span>")
+            else:
+                lines.append(f"<b>{label}</b>: {html.escape(before) or '—'} → <b>{html.escape(after) or '—'}</b>")
+        if amendment.flags_added:
+            lines.append("New flags: " + ", ".join(html.escape(flag_label(f)) for f in amendment.flags_added))
+        if amendment.flags_removed:
+            lines.append("Flags no longer in the notes: "
+                         + ", ".join(html.escape(flag_label(f)) for f in amendment.flags_removed))
+        when = f" {amendment.amended_at:%Y-%m-%d %H:%M} UTC" if amendment.amended_at else ""
+        self.amended.setText(f"✎ <b>Amended after decision</b>{when}: the order was re-sent with different "
+                             f"content and is back in To do.<br>" + "<br>".join(lines or ["(no field named)"]))
+        self.amended.setVisible(True)
 
     def set_engine_unavailable(self, reason: str) -> None:
         self._engine_problem = reason
@@ -598,14 +714,46 @@ class OrderView(QWidget):
             self.pending.setText("Suggestions unavailable (engine not running): type to search the catalog.")
         else:
             self.pending.setText("Computing suggestions… (type to search the catalog meanwhile)")
-        self.model_label.setText(f"model {self.prediction.model}" if self.prediction and self.prediction.model else "")
+        self._render_model_label()
         if low:
-            self.review.setText(f"Needs review: confidence {format_confidence(suggestions[0].score)} is below the site threshold "
+            self.review.setText(f"Needs review: confidence {format_model_confidence(suggestions[0].score)} is below the site threshold "
                                 f"({self.threshold:.0%}). Nothing is pre-selected: press 1/2/3 or type to search.")
         self.review.setVisible(low)
         self.selected = 0 if suggestions and not low else None
         self._paint_selection()
         self._update_hint()
+
+    @property
+    def provisional(self) -> bool:
+        """The shown suggestions are not the running engine's (a quick one while the LLM loads)."""
+        model = self.prediction.model if self.prediction else ""
+        return bool(model) and (bool(self.loading_engine) or (self.current_model is not None
+                                                              and model != self.current_model))
+
+    def set_engine_status(self, current_model: str | None, loading_engine: str = "") -> None:
+        """The running engine's model id (None while none is ready) and the engine still loading, if any."""
+        self.current_model, self.loading_engine = current_model, loading_engine
+        if self.order is not None:
+            self._render_model_label()
+
+    def _render_model_label(self) -> None:
+        model = self.prediction.model if self.prediction and self.prediction.model else ""
+        if not model:
+            self.model_label.setText("")
+            self.model_label.setToolTip("")
+        elif self.provisional and self.loading_engine:
+            self.model_label.setText(f"⏳ quick suggestion — {self.loading_engine.upper()} loading")
+            self.model_label.setToolTip(f"From {model}; replaced by the {self.loading_engine} engine's suggestions "
+                                        "as soon as they are ready")
+        elif self.provisional:
+            self.model_label.setText("⏳ earlier suggestion — updating…")
+            self.model_label.setToolTip(f"From {model}; the running engine ({self.current_model}) is computing")
+        else:
+            self.model_label.setText(f"model {model}")
+            self.model_label.setToolTip(model)
+        self.model_label.setProperty("provisional", self.provisional)
+        self.model_label.style().unpolish(self.model_label)
+        self.model_label.style().polish(self.model_label)
 
     def _paint_selection(self) -> None:
         for i, row in enumerate(self.rows):
@@ -616,12 +764,16 @@ class OrderView(QWidget):
             self.hint.clear()
             return
         if self.search.text().strip():
-            self.hint.setText("↑/↓ pick · <b>Enter</b> confirm override · Esc cancel")
+            self.hint.setText("↑/↓ pick · <b>Enter</b> confirm override · <b>+</b> add as another protocol · Esc cancel")
+        elif self.plan:
+            self.hint.setText(f"<b>Enter</b> save {' + '.join(self.plan)} · <b>+</b>/1/2/3/type add another "
+                              "· Backspace remove last · Ctrl+R return to referrer")
         elif self.selected is not None:
-            self.hint.setText(f"<b>Enter</b> accept {self.selected + 1} · <b>1/2/3</b> choose · type to search "
-                              "· Ctrl+M comment · Ctrl+↓ next order")
+            self.hint.setText(f"<b>Enter</b> accept {self.selected + 1} · <b>1/2/3</b> choose · <b>+</b> add "
+                              "another protocol · type to search · Ctrl+M comment · Ctrl+R return to referrer")
         else:
-            self.hint.setText("<b>1/2/3</b> choose · type to search the catalog · Ctrl+↓ next order")
+            self.hint.setText("<b>1/2/3</b> choose · type to search the catalog · Ctrl+R return to referrer "
+                              "· Ctrl+↓ next order")
 
     # --- actions
     def _select(self, index: int | None) -> None:
@@ -642,7 +794,9 @@ class OrderView(QWidget):
         if self.order is None:
             return False
         if self._pending_ack is not None:
-            return self._decide(self._pending_ack[0])
+            return self._decide_codes(self._pending_ack[0])
+        if self.selected is None and self.plan:
+            return self._decide_codes(tuple(self.plan))
         if self.selected is None:
             if self.prediction is None:
                 self.message.emit("Suggestions are not ready yet: type to search the catalog")
@@ -653,48 +807,131 @@ class OrderView(QWidget):
             return False
         return self.choose_suggestion(self.selected)
 
-    def conflicts_for(self, code: str) -> tuple[str, ...]:
-        """Flag types the protocol goes against: the engine's, else the site policy's for the shown flags."""
+    def conflicts_for(self, codes: str | Sequence[str]) -> tuple[str, ...]:
+        """Flag types the protocol(s) go against: the core's answer (``worklist.decision_conflicts``,
+        through ``conflicts_provider``); without one, the engine's stored conflicts of the suggestions."""
+        codes = (codes,) if isinstance(codes, str) else tuple(codes)
+        if self.conflicts_provider is not None and self.order is not None:
+            return tuple(self.conflicts_provider(self.order.id, codes))
+        out: list[str] = []
         for s in self.suggestions:
-            if s.code == code and s.conflicts:
-                return tuple(s.conflicts)
-        protocol = self._catalog.get(code)
-        if protocol is None or not self.flags:
-            return ()
-        from radassist.safety_policy import site_policy
-
-        return site_policy(list(self._catalog.values())).conflicts_of(protocol, self.flags)
+            if s.code in codes:
+                out.extend(c for c in s.conflicts if c not in out)
+        return tuple(out)
 
     def _clear_pending_ack(self) -> None:
         self._pending_ack = None
         self.conflict_banner.setVisible(False)
 
-    def _decide(self, code: str) -> bool:
-        if self.order is None:
+    # --- multi-protocol
+    def _codes_with(self, code: str) -> tuple[str, ...]:
+        return tuple(self.plan) if code in self.plan else (*self.plan, code)
+
+    def add_protocol(self, code: str) -> bool:
+        """Add one more protocol to the order's decision (nothing is saved until Enter)."""
+        if self.order is None or not code:
             return False
-        conflicts = self.conflicts_for(code)
-        if conflicts and self._pending_ack != (code, conflicts):
+        if code in self.plan:
+            self.message.emit(f"{code} is already one of this order's protocols")
+            return False
+        if len(self.plan) >= MAX_PROTOCOLS:
+            self.message.emit(f"At most {MAX_PROTOCOLS} protocols per order: Enter saves them")
+            return False
+        self.plan.append(code)
+        self._clear_pending_ack()
+        self.search.blockSignals(True)
+        self.search.clear()
+        self.search.blockSignals(False)
+        self.results.clear()
+        self.results.setVisible(False)
+        self.selected = None  # Enter now saves the plan; 1/2/3 or a search adds the last one and saves
+        self._paint_selection()
+        self._render_plan()
+        self.message.emit(f"Added {code}: {len(self.plan)} protocol(s); Enter saves, + adds another")
+        return True
+
+    def remove_last_protocol(self) -> bool:
+        if not self.plan:
+            return False
+        code = self.plan.pop()
+        self._clear_pending_ack()
+        self._render_plan()
+        self.message.emit(f"Removed {code}")
+        return True
+
+    def add_selected(self) -> bool:
+        """'+': the selected suggestion, or the highlighted search result, becomes one more protocol."""
+        if self.search.text().strip():
+            item = self.results.currentItem()
+            code = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+            if not code:
+                self.message.emit("No protocol matches the search")
+                return False
+            ok = self.add_protocol(code)
+            self.setFocus(Qt.FocusReason.OtherFocusReason)
+            return ok
+        if self.selected is not None and self.selected < len(self.suggestions):
+            return self.add_protocol(self.suggestions[self.selected].code)
+        self.message.emit("Select a suggestion (↑/↓) or search a protocol, then + adds it")
+        return False
+
+    def _render_plan(self) -> None:
+        if not self.plan:
+            self.plan_label.setVisible(False)
+            self._update_hint()
+            return
+        items = []
+        for i, code in enumerate(self.plan, 1):
+            p = self._catalog.get(code)
+            items.append(f"{i}. <b>{html.escape(code)}</b>" + (f" — {html.escape(p.name)}" if p else ""))
+        self.plan_label.setText(f"Protocols for this order: {' · '.join(items)}"
+                                f"<br><span style='color:#6b7480'>Enter saves "
+                                f"{'them' if len(self.plan) > 1 else 'it'} · + adds another (up to "
+                                f"{MAX_PROTOCOLS}) · Backspace removes the last</span>")
+        self.plan_label.setVisible(True)
+        self._update_hint()
+        self._reveal(self.search)
+
+    # --- deciding
+    def _decide(self, code: str) -> bool:
+        return self._decide_codes(self._codes_with(code))
+
+    def _decide_codes(self, codes: tuple[str, ...]) -> bool:
+        if self.order is None or not codes:
+            return False
+        if len(codes) > MAX_PROTOCOLS:
+            self.message.emit(f"At most {MAX_PROTOCOLS} protocols per order")
+            return False
+        conflicts = self.conflicts_for(codes)  # every protocol of the decision
+        if conflicts and self._pending_ack != (codes, conflicts):
             # one extra key: the same choice again confirms, Esc or another choice cancels
-            self._pending_ack = (code, conflicts)
+            self._pending_ack = (codes, conflicts)
             evidence = "; ".join(f"{flag_label(f.type)} (“{f.evidence}”)" for f in self.flags if f.type in conflicts)
+            if not evidence:
+                evidence = ", ".join(flag_label(c) for c in conflicts)
             self.conflict_banner.setText(
-                f"⚠ <b>{html.escape(code)}</b> goes against: {html.escape(evidence)}.<br>"
+                f"⚠ <b>{html.escape(' + '.join(codes))}</b> goes against: {html.escape(evidence)}.<br>"
                 f"Press <b>Enter</b> again to confirm that you have weighed it, or <b>Esc</b> to choose another.")
             self.conflict_banner.setVisible(True)
-            self.message.emit(f"{code} conflicts with {', '.join(flag_label(c) for c in conflicts)}: "
+            self.message.emit(f"{' + '.join(codes)} conflicts with {', '.join(flag_label(c) for c in conflicts)}: "
                               f"Enter again to confirm")
             return False
         top = self.prediction.top if self.prediction else None
         decision = DecisionInput(
-            order_id=self.order.id, final_code=code, suggested=top,
+            order_id=self.order.id, final_code=codes[0], suggested=top,
             model_version=self.prediction.model if self.prediction else None,
             comment=self.comment.text().strip(),
             time_to_decide_ms=int(self._clock.elapsed()) if self._clock.isValid() else None,
-            acknowledged=conflicts,
+            acknowledged=conflicts, additional_codes=tuple(codes[1:]),
         )
         self._clear_pending_ack()
         self.decision_requested.emit(decision)
         return True
+
+    def request_return(self) -> None:
+        """Ctrl+R: return the order to the referrer (the window asks for the question and commits it)."""
+        if self.order is not None:
+            self.return_requested.emit(self.order.id)
 
     def start_search(self, text: str = "") -> None:
         if self.order is None:
@@ -714,7 +951,9 @@ class OrderView(QWidget):
 
     def _update_results(self, text: str) -> None:
         self.results.clear()
-        matches = self._search.search(text) if text.strip() else []
+        order = self.order
+        matches = self._search.search(text, sex=order.sex if order else "U", age=order.age if order else None) \
+            if text.strip() else []
         for p in matches:
             item = QListWidgetItem(f"{p.code}   {p.name}")
             item.setData(Qt.ItemDataRole.UserRole, p.code)
@@ -728,6 +967,15 @@ class OrderView(QWidget):
             self.results.addItem(item)
         self.results.setVisible(bool(text.strip()))
         self._update_hint()
+        if text.strip():
+            self._reveal(self.results)
+
+    def _reveal(self, widget) -> None:
+        """On a small screen the order panel scrolls: keep what the user is working with in sight."""
+        parent = self.parentWidget()
+        area = parent.parentWidget() if parent is not None else None
+        if area is not None and hasattr(area, "ensureWidgetVisible"):
+            area.ensureWidgetVisible(widget, 0, 10)
 
     def _confirm_search(self, item: QListWidgetItem | None = None) -> bool:
         item = item or self.results.currentItem()
@@ -756,6 +1004,9 @@ class OrderView(QWidget):
                     return True
                 if key == Qt.Key.Key_Escape:
                     self.cancel_search()
+                    return True
+                if key == Qt.Key.Key_Plus and self.search.text().strip():
+                    self.add_selected()
                     return True
             elif obj is self.comment:
                 if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
@@ -789,6 +1040,12 @@ class OrderView(QWidget):
                 return
             if key == Qt.Key.Key_Escape:
                 self.cancel_search()
+                return
+            if key == Qt.Key.Key_Plus:
+                self.add_selected()
+                return
+            if key == Qt.Key.Key_Backspace and self.plan:
+                self.remove_last_protocol()
                 return
             text = event.text()
             if text and (text.isalpha() or text in "-/"):

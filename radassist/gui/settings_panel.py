@@ -69,8 +69,9 @@ class SettingsPanel(QDialog):
         self._runnable: _CheckModel | None = None
         with db.session() as session:
             self.current = load_settings(session)
-            adapters = [v for v in registry.list_versions(session, "llm")
-                        if v.status in (registry.CANDIDATE, registry.ACTIVE, registry.RETIRED) and v.path]
+            # Only the promoted version: a candidate or retired adapter goes live through Promote / Roll back
+            # (gate and file-hash check), never by picking it here.
+            adapters = [v for v in registry.list_versions(session, "llm") if v.status == registry.ACTIVE and v.path]
         self.setWindowTitle("RadAssist — Site settings")
         self.setObjectName("settingsPanel")
         self.setMinimumWidth(720)  # the base model folder's hint fits in full

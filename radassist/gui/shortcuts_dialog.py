@@ -13,7 +13,11 @@ SHORTCUTS: list[tuple[str, list[tuple[str, str]]]] = [
         ("↑ / ↓ then Enter", "Pick a search result and confirm the override"),
         ("Esc", "Cancel the search"),
         ("Ctrl+K", "Search the catalog"),
+        ("+", "Add the selected suggestion or search result as one more protocol (up to 3); Enter saves all"),
+        ("Backspace", "Remove the last added protocol"),
+        ("Ctrl+R", "Return the order to the referrer with a question"),
         ("Ctrl+M", "Comment field; Enter there confirms the selected protocol with the comment"),
+        ("Ctrl+Z", "Undo the last decision (the order returns to To do)"),
     ]),
     ("Worklist", [
         ("Ctrl+↓ / Ctrl+↑", "Next / previous order"),
@@ -21,6 +25,9 @@ SHORTCUTS: list[tuple[str, list[tuple[str, str]]]] = [
         ("Ctrl+O", "Focus the open order"),
         ("Ctrl+F", "Search the worklist (patient, MRN, accession, exam); Enter opens the first match"),
         ("Ctrl+1 / Ctrl+2 / Ctrl+3", "Show to do / done / all orders"),
+        ("Ctrl+Shift+M", "Modality filter (↑/↓ choose, Enter applies)"),
+        ("Ctrl+Shift+S", "Sort the worklist by a column (choosing the same column again reverses it)"),
+        ("Ctrl+Shift+D", "Back to the worklist order (STAT first, then longest waiting)"),
         ("F5", "Refresh now (new orders also appear by themselves)"),
     ]),
     ("Application", [

@@ -8,18 +8,21 @@ made on another workstation).
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
-from sqlalchemy import select, text
+from radassist.domain import Prediction, SafetyFlag, format_model_confidence
+from radassist.store.models import utcnow
+from radassist.worklist import PRIORITY_RANK
+from radassist.worklist_queries import (  # the queries live in the core; re-exported for callers
+    ORDER_PART, WorklistEntry, best_prediction, database_signature, modality_of, worklist_entries,
+)
+from radassist.worklist import prediction_from_row  # noqa: F401  (re-export)
 
-from radassist.domain import Prediction, SafetyFlag, Suggestion, format_confidence
-from radassist.store.models import OrderRow, SuggestionRow, utcnow
-from radassist.worklist import PRIORITY_RANK, current_decisions, stored_flags
+load_entries = worklist_entries
 
 # Column indices
 COL_PRIORITY, COL_ACCESSION, COL_PATIENT, COL_AGE_SEX, COL_FLAGS, COL_EXAM, COL_WAITING, COL_STATUS, \
@@ -73,26 +76,6 @@ SORT_ROLE = Qt.ItemDataRole.UserRole + 2   # a sortable key for the column
 
 PRIORITY_COLOURS = {"STAT": ("#b3261e", "#ffffff"), "URGENT": ("#a15c00", "#ffffff"), "ROUTINE": ("#e3e8ef", "#2b3440")}
 
-_MODALITY_WORDS = {
-    "CT": "CT", "CTA": "CT", "MR": "MR", "MRI": "MR", "MRA": "MR", "MRV": "MR", "MRCP": "MR", "US": "US",
-    "ULTRASOUND": "US", "XR": "XR", "X-RAY": "XR", "XRAY": "XR", "CR": "XR", "DX": "XR", "NM": "NM", "PET": "PET",
-    "PET/CT": "PET", "FL": "FL", "FLUORO": "FL", "MG": "MG", "MAMMO": "MG", "MAMMOGRAM": "MG",
-}
-
-
-def modality_of(exam: str) -> str:
-    """Modality from the ordered exam's first word ('MRI BRAIN' -> 'MR'); '' when unknown."""
-    words = exam.replace("-", " ").upper().split()
-    if not words:
-        return ""
-    first = words[0]
-    if first in _MODALITY_WORDS:
-        return _MODALITY_WORDS[first]
-    if first.startswith("PET"):
-        return "PET"
-    return ""
-
-
 def format_waiting(ordered_at: datetime | None, now: datetime | None = None) -> str:
     if ordered_at is None:
         return ""
@@ -103,116 +86,6 @@ def format_waiting(ordered_at: datetime | None, now: datetime | None = None) -> 
     if hours < 48:
         return f"{hours} h {minutes:02d}"
     return f"{hours // 24} d {hours % 24} h"
-
-
-@dataclass(frozen=True)
-class WorklistEntry:
-    id: int
-    accession: str
-    priority: str
-    patient_name: str
-    mrn: str
-    age: int | None
-    sex: str
-    ordered_exam: str
-    ordered_at: datetime | None
-    status: str
-    suggestion_code: str = ""
-    suggestion_name: str = ""
-    confidence: float | None = None
-    review_reason: str = ""  # the engine asked for review (target precision, near tie, OOD, flag conflict)
-    model_version: str = ""
-    decided_code: str = ""    # done orders: the protocol decided
-    decided_action: str = ""  # accepted | overridden
-    decision_id: int | None = None
-    flags: tuple = ()         # SafetyFlag, as assessed and stored with the suggestions
-
-    @property
-    def modality(self) -> str:
-        return modality_of(self.ordered_exam)
-
-    @property
-    def age_sex(self) -> str:
-        age = "" if self.age is None else str(self.age)
-        return f"{age} {self.sex}".strip() if self.sex != "U" or age else ""
-
-    def sort_key(self) -> tuple:
-        """Worklist order: STAT first, then URGENT, then ROUTINE; oldest first; then id."""
-        return (PRIORITY_RANK.get(self.priority, 3), self.ordered_at or datetime.max, self.id)
-
-    def haystack(self) -> str:
-        return " ".join((self.accession, self.patient_name, self.mrn, self.ordered_exam, self.suggestion_code,
-                         self.suggestion_name, self.priority, self.decided_code)).lower()
-
-    @property
-    def protocol_code(self) -> str:
-        """What the Protocol column shows: the decision once done, else the suggestion."""
-        return self.decided_code if self.status == "done" and self.decided_code else self.suggestion_code
-
-
-# --- reading suggestions -----------------------------------------------------------------------
-
-def prediction_from_row(row: SuggestionRow, accession: str) -> Prediction:
-    return Prediction(
-        accession=accession,
-        suggestions=[Suggestion.from_json(s) for s in json.loads(row.suggestions_json)],
-        flags=[SafetyFlag.from_json(f) for f in json.loads(row.flags_json or "[]")],
-        model=row.model_version,
-        latency_ms=row.latency_ms,
-        review=bool(row.review_reason),
-        review_reason=row.review_reason or "",
-    )
-
-
-def best_prediction(session, order_id: int, accession: str, model_version: str | None) -> Prediction | None:
-    """The current engine's cached suggestions; before it is known, the latest cached ones."""
-    query = select(SuggestionRow).where(SuggestionRow.order_id == order_id)
-    if model_version:
-        query = query.where(SuggestionRow.model_version == model_version)
-    row = session.scalar(query.order_by(SuggestionRow.created_at.desc(), SuggestionRow.id.desc()).limit(1))
-    return prediction_from_row(row, accession) if row is not None else None
-
-
-def load_entries(session, model_version: str | None) -> list[WorklistEntry]:
-    """Every order, with the top suggestion of ``model_version`` (or the latest cached one)."""
-    orders = session.execute(select(
-        OrderRow.id, OrderRow.accession, OrderRow.priority, OrderRow.patient_name, OrderRow.mrn, OrderRow.age,
-        OrderRow.sex, OrderRow.ordered_exam, OrderRow.ordered_at, OrderRow.status)).all()
-    query = select(SuggestionRow.order_id, SuggestionRow.suggestions_json, SuggestionRow.model_version,
-                   SuggestionRow.review_reason)
-    if model_version:
-        query = query.where(SuggestionRow.model_version == model_version)
-    top: dict[int, tuple[str, str, float, str, str]] = {}
-    for order_id, payload, version, review in session.execute(query.order_by(SuggestionRow.created_at,
-                                                                             SuggestionRow.id)):
-        items = json.loads(payload)
-        if items:
-            top[order_id] = (items[0]["code"], items[0]["name"], float(items[0]["score"]), version, review or "")
-        elif order_id not in top:
-            top[order_id] = ("", "", None, version, "")
-    decisions = current_decisions(session)
-    flags = stored_flags(session)
-    entries = []
-    for o in orders:
-        code, name, score, version, review = top.get(o.id, ("", "", None, "", ""))
-        decided = decisions.get(o.id)
-        entries.append(WorklistEntry(
-            id=o.id, accession=o.accession, priority=o.priority, patient_name=o.patient_name or "", mrn=o.mrn or "",
-            age=o.age, sex=o.sex or "U", ordered_exam=o.ordered_exam, ordered_at=o.ordered_at, status=o.status,
-            suggestion_code=code, suggestion_name=name, confidence=score, model_version=version,
-            review_reason=review, decided_code=decided.final_code if decided else "",
-            decided_action=decided.action if decided else "", decision_id=decided.decision_id if decided else None,
-            flags=tuple(flags.get(o.id, ()))))
-    return entries
-
-
-def database_signature(session) -> tuple:
-    """Cheap fingerprint of what the worklist shows: changes when orders, decisions or suggestions do."""
-    row = session.execute(text(
-        "SELECT (SELECT count(*) FROM orders), (SELECT max(id) FROM orders), "
-        "(SELECT count(*) FROM orders WHERE status = 'done'), (SELECT max(id) FROM decisions), "
-        "(SELECT max(id) FROM suggestions), (SELECT max(created_at) FROM suggestions)")).one()
-    return tuple(row)
 
 
 # --- the table model ---------------------------------------------------------------------------
@@ -230,6 +103,7 @@ class WorklistModel(QAbstractTableModel):
         self._row_of: dict[int, int] = {}
         self._signature: tuple | None = None
         self.model_version: str | None = None
+        self.own_suggestions = False  # the app's worker is computing suggestions (it reports each one)
         self.confidence_threshold = 0.5
         self._bold = QFont()
         self._bold.setBold(True)
@@ -297,19 +171,29 @@ class WorklistModel(QAbstractTableModel):
             self.dataChanged.emit(self.index(row, 0), self.index(row, len(HEADERS) - 1))
 
     def mark_done(self, order_id: int, final_code: str = "", action: str = "",
-                  decision_id: int | None = None) -> None:
+                  decision_id: int | None = None, extra: tuple[str, ...] | None = None) -> None:
         """Show an order as done. Callers do this only after its decision is committed."""
         entry = self.entry_by_id(order_id)
         if entry is not None:
             self.update_entry(replace(entry, status="done", decided_code=final_code or entry.decided_code,
                                       decided_action=action or entry.decided_action,
-                                      decision_id=decision_id if decision_id is not None else entry.decision_id))
+                                      decision_id=decision_id if decision_id is not None else entry.decision_id,
+                                      decided_extra=tuple(extra) if extra is not None else entry.decided_extra,
+                                      question=""))
+
+    def mark_returned(self, order_id: int, decision_id: int, question: str) -> None:
+        """Show an order as returned to the referrer (after the commit)."""
+        entry = self.entry_by_id(order_id)
+        if entry is not None:
+            self.update_entry(replace(entry, status="returned", decided_code="", decided_action="returned",
+                                      decision_id=decision_id, decided_extra=(), question=question))
 
     def mark_todo(self, order_id: int) -> None:
         """Show an order as waiting again (its decision was reverted and committed)."""
         entry = self.entry_by_id(order_id)
         if entry is not None:
-            self.update_entry(replace(entry, status="todo", decided_code="", decided_action="", decision_id=None))
+            self.update_entry(replace(entry, status="todo", decided_code="", decided_action="", decision_id=None,
+                                      decided_extra=(), question=""))
 
     def set_prediction(self, order_id: int, prediction: Prediction | None) -> None:
         entry = self.entry_by_id(order_id)
@@ -328,7 +212,7 @@ class WorklistModel(QAbstractTableModel):
             return []
         with self._db.session() as session:
             self._signature = database_signature(session)
-            entries = load_entries(session, self.model_version)
+            entries = worklist_entries(session, self.model_version)
         return self.set_entries(entries)
 
     def poll(self) -> bool:
@@ -341,6 +225,11 @@ class WorklistModel(QAbstractTableModel):
         except Exception:  # a locked or busy database: try again at the next tick
             return False
         if signature == self._signature:
+            return False
+        if self.own_suggestions and self._signature is not None and signature[:ORDER_PART] == self._signature[:ORDER_PART]:
+            # only suggestions changed, and the app's own worker writes those and hands each one to
+            # set_prediction: no need to re-read the whole worklist on the GUI thread
+            self._signature = signature
             return False
         added = self.reload()
         self.polled.emit(added)
@@ -397,17 +286,23 @@ class WorklistModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == COL_FLAGS:
                 return flags_tooltip(e.flags) or None
+            if col == COL_SUGGESTION and e.status == "returned":
+                return f"Returned to the referrer: “{e.question}”" if e.question else "Returned to the referrer"
             if col == COL_SUGGESTION and e.status == "done" and e.decided_code:
                 how = {"accepted": "accepted the suggestion", "overridden": "overridden"}.get(e.decided_action, "")
                 sugg = f"; the engine suggested {e.suggestion_code}" if e.decided_action == "overridden" \
                     and e.suggestion_code else ""
-                return f"Decided: {e.decided_code} ({how}){sugg}"
+                return f"Decided: {' + '.join((e.decided_code, *e.decided_extra))} ({how}){sugg}"
             if col == COL_SUGGESTION and e.suggestion_code:
                 return f"{e.suggestion_code}: {e.suggestion_name}"
             if col == COL_EXAM and e.ordered_exam:
-                return e.ordered_exam
-            if col == COL_PATIENT and e.mrn:
-                return f"{e.patient_name} (MRN {e.mrn})"
+                return f"Amended after decision (re-sent with different content)\n{e.ordered_exam}" if e.amended \
+                    else e.ordered_exam
+            if col in (COL_PATIENT, COL_ACCESSION):
+                return f"{e.patient_name or 'Unknown patient'}" + (f" (MRN {e.mrn})" if e.mrn else "") \
+                    + f" · accession {e.accession}"
+            if col == COL_STATUS and e.status == "returned" and e.question:
+                return f"Returned to the referrer: “{e.question}”"
             if col == COL_CONFIDENCE and self._needs_review(e):
                 return f"Needs review: {e.review_reason}" if e.review_reason else \
                     "Below the minimum confidence: needs review"
@@ -417,7 +312,7 @@ class WorklistModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole:
             if col == COL_PRIORITY:
                 return QBrush(QColor(PRIORITY_COLOURS.get(e.priority, PRIORITY_COLOURS["ROUTINE"])[1]))
-            if e.status in ("done", "cancelled"):
+            if e.status in ("done", "returned", "cancelled"):
                 return QBrush(QColor("#6b7480"))
             if col == COL_CONFIDENCE and self._needs_review(e):
                 return QBrush(QColor("#a15c00"))
@@ -444,24 +339,25 @@ class WorklistModel(QAbstractTableModel):
         if col == COL_AGE_SEX:
             return e.age_sex
         if col == COL_EXAM:
-            return e.ordered_exam
+            return f"✎ {e.ordered_exam}" if e.amended and e.status == "todo" else e.ordered_exam
         if col == COL_WAITING:
             return format_waiting(e.ordered_at) if e.status == "todo" else ""
         if col == COL_STATUS:
             if e.status == "done" and e.decided_action:
                 return {"accepted": "Accepted", "overridden": "Overridden"}.get(e.decided_action,
                                                                                e.decided_action.capitalize())
-            return {"done": "Done", "todo": "To do", "cancelled": "Cancelled"}.get(e.status, e.status.capitalize())
+            return {"done": "Done", "todo": "To do", "cancelled": "Cancelled", "returned": "Returned"}.get(
+                e.status, e.status.capitalize())
         if col == COL_FLAGS:
             return " ".join(FLAG_ICONS.get(f.type, "?") for f in unique_flags(e.flags))
         if col == COL_SUGGESTION:
-            if e.status == "done" and e.decided_code:
-                return e.decided_code
+            if e.decided and e.decided_label:
+                return e.decided_label  # "CT-HEAD-WO +2", "Returned"
             return e.suggestion_code or ("…" if e.status == "todo" else "")
         if col == COL_CONFIDENCE:
-            if e.status == "done" or e.confidence is None:
+            if e.decided or e.confidence is None:
                 return ""
-            text = format_confidence(e.confidence)
+            text = format_model_confidence(e.confidence)
             return f"⚠ {text}" if self._needs_review(e) else text
         return ""
 
@@ -609,7 +505,9 @@ class WorklistProxy(QSortFilterProxyModel):
 
     def accepts(self, e: WorklistEntry, *, any_status: bool = False) -> bool:
         """Whether ``e`` passes the filters (``any_status``: the modality and text filters only)."""
-        if not any_status and self._status != "all" and e.status != self._status:
+        if not any_status and self._status == "done" and not e.decided:
+            return False  # Done: accepted, overridden and returned to the referrer
+        if not any_status and self._status == "todo" and e.status != "todo":
             return False
         if self._modality and e.modality != self._modality:
             return False

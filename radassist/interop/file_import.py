@@ -24,6 +24,8 @@ INTERFACE_SUFFIXES = (".hl7", ".json")
 
 def _account(report: ImportReport, result: FeedResult) -> None:
     report.imported += sum(result.counts.get(k, 0) for k in (NEW, AMENDED, REOPENED, CANCELLED))
+    report.amended += result.counts.get(AMENDED, 0) + result.counts.get(REOPENED, 0)
+    report.amended_after_decision += result.counts.get(REOPENED, 0)
     report.duplicates += result.counts.get(DUPLICATE, 0)
 
 
@@ -90,14 +92,27 @@ def import_fhir_file(db, path: Path, report: ImportReport, actor) -> FeedResult:
 
 
 def _apply(db, path: Path, prepared, source: str, report: ImportReport, result: FeedResult, actor) -> None:
+    """Short transactions (BEGIN IMMEDIATE, ``ingest.BATCH_SIZE`` orders each) so that other importers,
+    the listener and the app wait at most one batch; the file's ``import`` event goes with the last."""
     from radassist.audit import record_event
+    from radassist.ingest import BATCH_SIZE
 
-    with db.session() as session:
-        for order, control, meta, cancel in prepared:
-            apply_order(session, order, control, meta, source, result, actor, cancel=cancel)
-        record_event(session, actor, "import", entity=f"file:{path.name}",
-                     outcome="success" if not report.problems else "partial",
-                     details={"format": source, **{k: v for k, v in sorted(result.counts.items())}})
+    batches = [prepared[i:i + BATCH_SIZE] for i in range(0, len(prepared), BATCH_SIZE)] or [[]]
+    for number, batch in enumerate(batches, start=1):
+        batch_result = FeedResult()
+        with db.session(immediate=True) as session:
+            for order, control, meta, cancel in batch:
+                apply_order(session, order, control, meta, source, batch_result, actor, cancel=cancel)
+            if number == len(batches):
+                counts = dict(result.counts)
+                for key, value in batch_result.counts.items():
+                    counts[key] = counts.get(key, 0) + value
+                record_event(session, actor, "import", entity=f"file:{path.name}",
+                             outcome="success" if not report.problems else "partial",
+                             details={"format": source, **{k: v for k, v in sorted(counts.items())}})
+        for key, value in batch_result.counts.items():
+            result.counts[key] = result.counts.get(key, 0) + value
+        result.order_ids.extend(batch_result.order_ids)
     _account(report, result)
 
 

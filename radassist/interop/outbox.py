@@ -143,7 +143,8 @@ def enqueue_decisions(session: Session, dest: Destination, limit: int = 1000) ->
         .join(OrderRow, OrderRow.id == DecisionRow.order_id)
         .join(InterfaceOrderRow, InterfaceOrderRow.order_id == OrderRow.id)
         .outerjoin(ProtocolRow, ProtocolRow.code == DecisionRow.final_code)
-        .where(DecisionRow.id > cursor, InterfaceOrderRow.source.in_(dest.feed_sources))
+        .where(DecisionRow.id > cursor, InterfaceOrderRow.source.in_(dest.feed_sources),
+               DecisionRow.action != "returned")  # returned to the referrer: no protocol result goes out
         .order_by(DecisionRow.id).limit(limit)).all()
     added = 0
     for decision, order, meta, protocol_name in rows:

@@ -4,9 +4,11 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -28,16 +30,46 @@ def _alembic_config() -> Config:
 
 
 def head_revision() -> str:
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head() or ""
+
+
+BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another process's transaction (all are short)
+# After an immediate transaction, its holder keeps SQLite's lock free for this fraction of the time it
+# held it, so that writers polling in SQLite's busy handler (sleeps up to 100 ms) are not starved by
+# a queue of importers.
+WRITER_GAP = 0.5
+_BUSY_PRAGMA = "PRAGMA busy_timeout=%d" % int(BUSY_TIMEOUT_S * 1000)  # a constant, no value from outside
 
 
 def _on_connect(dbapi_connection, _record) -> None:
     cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed transaction survives an app crash
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
+    try:
+        # The busy timeout first: switching a new database to WAL takes a lock that another
+        # process may hold for a moment.
+        cur.execute(_BUSY_PRAGMA)
+        mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            _retry_busy(lambda: cur.execute("PRAGMA journal_mode=WAL"))
+        cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed transaction survives an app crash
+        cur.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cur.close()
+
+
+def _retry_busy(fn, timeout_s: float = BUSY_TIMEOUT_S):
+    """Retry ``fn`` while SQLite says the database is locked (statements the busy handler does not cover)."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
 
 def _restrict_permissions(path: Path) -> None:
@@ -56,12 +88,28 @@ class Database:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction: committed on success, rolled back on error."""
-        with self._sessions() as session:
+    def session(self, *, immediate: bool = False) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on error.
+
+        ``immediate``: take SQLite's write lock at the start (BEGIN IMMEDIATE), for a transaction
+        that reads and then writes what it read (check-then-insert) while other processes write
+        too; it waits up to the busy timeout for them. Such transactions first queue on the
+        ``<db>.lock`` file lock, which wakes the next waiter as soon as it is released (SQLite's
+        busy handler polls with sleeps of up to 100 ms: 8 importers spent most of their time
+        asleep), and leave a gap after committing (:data:`WRITER_GAP`) for the other writers.
+        Do not nest them.
+        """
+        with self._sessions() as session, (migration_lock(self.path) if immediate else nullcontext()):
             try:
+                if immediate:
+                    started = time.monotonic()
+                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
                 yield session
                 session.commit()
+                if immediate:
+                    # Still first in the file-lock queue, SQLite's lock free: a writer that waits in
+                    # SQLite's busy handler (the app, the listener) gets its turn between batches.
+                    time.sleep(min((time.monotonic() - started) * WRITER_GAP, 0.1))
             except BaseException as exc:
                 session.rollback()
                 if isinstance(exc, PermissionDenied):
@@ -100,6 +148,30 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+@contextmanager
+def migration_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<db>.lock`` (fcntl.flock), so that processes opening a new or older
+    database at the same time migrate it one after the other: the first creates the tables, the
+    others find them at the head revision. Released when the holder exits, even by SIGKILL."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl: Any
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: SQLite's own locking (busy timeout) is all there is
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def open_database(path: str | Path | None = None, *, revision: str = "head") -> Database:
     """Open (creating if needed) and migrate the database at ``path`` (default: user data folder)."""
     path = Path(path) if path else default_db_path()
@@ -110,8 +182,10 @@ def open_database(path: str | Path | None = None, *, revision: str = "head") -> 
         os.close(fd)
     # hide_parameters: SQL parameters (clinical notes, names) never reach exception messages,
     # stderr or the SQLAlchemy logs.
-    engine = create_engine(f"sqlite:///{path}", future=True, hide_parameters=True)
+    engine = create_engine(f"sqlite:///{path}", future=True, hide_parameters=True,
+                           connect_args={"timeout": BUSY_TIMEOUT_S})
     event.listen(engine, "connect", _on_connect)
-    migrate(engine, revision)
+    with migration_lock(path):
+        migrate(engine, revision)
     _restrict_permissions(path)
     return Database(path, engine)

@@ -100,8 +100,10 @@ class ObserverGroup:
         self._call("model_rolled_back", engine, from_version, to_version)
 
 
-def observers_for(settings: Any) -> ObserverGroup:
-    """The observers a site's settings ask for (MLflow when ``mlflow_tracking_uri`` is set)."""
+def observers_for(settings: Any, catalog: Any = None) -> ObserverGroup:
+    """The observers a site's settings ask for (MLflow when ``mlflow_tracking_uri`` is set).
+
+    ``catalog``: the run's protocol catalog, logged with the model so that it reloads the same."""
     uri = getattr(settings, "mlflow_tracking_uri", "") or ""
     observers: list[RunObserver] = []
     if uri:
@@ -110,5 +112,5 @@ def observers_for(settings: Any) -> ObserverGroup:
         except ImportError:
             log.warning("mlflow_tracking_uri is set but the radassist[mlflow] extra is not installed")
         else:
-            observers.append(MLflowObserver(uri, settings))
+            observers.append(MLflowObserver(uri, settings, catalog=catalog))
     return ObserverGroup(observers)

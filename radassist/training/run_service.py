@@ -255,7 +255,7 @@ class TrainingRun:
         if self._observers is None:
             from radassist.settings import SiteSettings
 
-            self._observers = observers_for(self.settings or SiteSettings())
+            self._observers = observers_for(self.settings or SiteSettings(), catalog=self.catalog or None)
         return self._observers
 
     def _load_site(self) -> None:

@@ -162,3 +162,60 @@ def test_cli_error_on_a_database_failure_names_no_value(tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert "IntegrityError" in err and NOTE not in err and "MRN-55501" not in err
     db.dispose()
+
+
+def test_integrity_error_in_a_real_process_prints_no_clinical_text(tmp_path):
+    """An uncaught IntegrityError on an order with clinical notes, SQL logging on: stderr holds the
+    statement and the constraint, never the notes."""
+    import subprocess
+    import sys
+
+    from radassist.store import open_database
+
+    db_path = tmp_path / "i.db"
+    open_database(db_path).dispose()
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+        "logging.getLogger('sqlalchemy.engine').setLevel(logging.INFO)\n"
+        "from radassist.store import open_database\n"
+        "from radassist.store.models import OrderRow\n"
+        "db = open_database(sys.argv[1])\n"
+        "for _ in range(2):\n"
+        "    with db.session() as s:\n"
+        "        s.add(OrderRow(accession='DUP1', ordered_exam='CT HEAD', clinical_notes=sys.argv[2],"
+        " sex='F', priority='STAT'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(db_path), NOTE], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert "IntegrityError" in proc.stderr and "UNIQUE constraint failed: orders.accession" in proc.stderr
+    assert "INSERT INTO orders" in proc.stderr
+    assert "anaphylaxis" not in proc.stderr and "MRN-55501" not in proc.stderr
+
+
+def test_import_batch_refused_by_the_database_is_reported_without_values(tmp_path, capsys):
+    """A batch the database refuses (here a trigger) is reported by file and lines, naming no value;
+    the next file still lands."""
+    import json
+
+    from sqlalchemy import text
+
+    from radassist.ingest import import_files
+    from radassist.store import open_database
+
+    db = open_database(tmp_path / "t.db")
+    with db.session() as s:
+        s.execute(text("CREATE TRIGGER refuse_x BEFORE INSERT ON orders WHEN NEW.accession LIKE 'X%' "
+                       "BEGIN SELECT RAISE(ABORT, 'refused by site rule'); END"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"accession": f"X{i}", "ordered_exam": "CT", "clinical_notes": NOTE})
+                           + "\n" for i in range(3)))
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"accession": "G1", "ordered_exam": "CT", "clinical_notes": NOTE}) + "\n")
+    report = import_files(db, [bad, good])
+    assert report.imported == 1 and len(report.problems) == 1
+    problem = str(report.problems[0])
+    assert problem.startswith("bad.jsonl:1: lines 1-3 not stored") and "refused by site rule" in problem
+    assert "anaphylaxis" not in problem and "MRN" not in problem
+    db.dispose()

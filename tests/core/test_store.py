@@ -54,3 +54,62 @@ def test_failed_transaction_rolls_back(db):
             raise RuntimeError("boom")
     with db.session() as s:
         assert s.scalar(select(OrderRow).where(OrderRow.accession == "Y")) is None
+
+
+def test_database_errors_never_show_sql_parameters(db, caplog):
+    """Issue 11: an IntegrityError used to print the statement's parameters (clinical notes) to stderr."""
+    import logging
+
+    from sqlalchemy.exc import IntegrityError
+
+    notes = "Jane Roe, HIV positive, anaphylaxis to iodinated contrast"
+    with db.session() as s:
+        s.add(OrderRow(accession="H1", ordered_exam="CT", clinical_notes="fall", sex="F", priority="STAT"))
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
+    db.engine.echo = True  # even with SQL logging on, parameters stay hidden
+    try:
+        with pytest.raises(IntegrityError) as info:
+            with db.session() as s:
+                s.add(OrderRow(accession="H1", ordered_exam="CT", clinical_notes=notes, sex="F", priority="STAT"))
+    finally:
+        db.engine.echo = False
+    assert "UNIQUE constraint failed" in str(info.value)
+    assert notes not in str(info.value) and "Jane Roe" not in repr(info.value)
+    assert "hidden due to hide_parameters" in str(info.value)
+    assert caplog.records and "Jane Roe" not in caplog.text
+
+
+def test_audit_event_row_maps_the_hmac_column(db):
+    from radassist import audit
+    from radassist.access import SYSTEM
+    from radassist.store.models import AuditEventRow
+
+    with db.session() as s:
+        audit.record_event(s, SYSTEM, "test.event")
+    with db.session() as s:
+        row = s.scalar(select(AuditEventRow))
+        assert row.hmac is not None and len(row.hmac) == 64
+        assert row.hmac == audit.site_key(s).mac(row.id, row.hash)
+
+
+def test_busy_timeout_and_wal_on_every_connection(db):
+    from radassist.store.database import BUSY_TIMEOUT_S
+
+    for _ in range(2):
+        with db.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == int(BUSY_TIMEOUT_S * 1000)
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_immediate_session_holds_the_write_lock_from_the_start(db):
+    """BEGIN IMMEDIATE: a second writer waits (here: gives up after its short timeout) even though
+    the first transaction has only read so far."""
+    with db.session(immediate=True) as s:
+        s.execute(text("SELECT count(*) FROM orders")).scalar()
+        other = sqlite3.connect(db.path, timeout=0.2)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("INSERT INTO settings (key, value_json, updated_at, updated_by) "
+                          "VALUES ('k', '1', '2026-01-01', 'x')")
+        other.close()
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM settings WHERE key = 'k'")).scalar() == 0

@@ -371,3 +371,44 @@ def test_cli_users_flow(tmp_path, monkeypatch, capsys):
     rc, out = _cli(monkeypatch, capsys, "Chief-Key-81\n", "users", "unlock", "rad", "--as", "boss",
                    "--auth-password-stdin", "--db", dbp)
     assert rc == 0
+
+
+# --- service accounts (issue 11 item 6): key file, hash only, role "service" ---------------------
+
+def test_service_account_signs_in_with_its_key_file_and_may_only_import(db, people, tmp_path):
+    from radassist.access import SERVICE, require
+
+    key = tmp_path / "feed.key"
+    with db.session() as s:
+        users.create_service_account(s, people["admin"], "feed", key)
+    with db.session() as s:
+        actor = users.authenticate_service(s, key)
+    assert actor == Actor("feed", SERVICE)
+    require(actor, "order.import")
+    for permission in ("order.view", "order.decide", "users.manage", "audit.export", "settings.change"):
+        with pytest.raises(PermissionDenied):
+            require(actor, permission)
+    assert [e.username for e in events(db, "signin")][-1] == "feed"
+    assert [e.username for e in events(db, "service.add")] == ["boss"]
+
+
+def test_only_admins_add_service_accounts_and_names_stay_distinct(db, people, tmp_path):
+    with pytest.raises(PermissionDenied), db.session() as s:
+        users.create_service_account(s, people["radiologist"], "feed", tmp_path / "a.key")
+    assert not (tmp_path / "a.key").exists()
+    with pytest.raises(users.UserError, match="user named"), db.session() as s:
+        users.create_service_account(s, people["admin"], "rad", tmp_path / "b.key")
+    assert not (tmp_path / "b.key").exists()
+    assert [e.outcome for e in events(db, "access.refused")] == ["refused"]
+
+
+def test_disabled_service_account_key_stops_working(db, people, tmp_path):
+    key = tmp_path / "feed.key"
+    with db.session() as s:
+        users.create_service_account(s, people["admin"], "feed", key)
+        users.set_service_account_active(s, people["admin"], "feed", False)
+    with pytest.raises(users.AuthenticationError), db.session() as s:
+        users.authenticate_service(s, key)
+    [failure] = [e for e in events(db, "signin") if e.outcome == "failure"]
+    assert failure.username == "feed" and failure.details_dict["reason"] == "disabled"
+    assert key.read_text() not in str(events(db))

@@ -30,6 +30,7 @@ def test_demo_seed_imports_realistic_orders(tmp_path):
         assert session.scalar(select(func.count()).select_from(OrderRow).where(OrderRow.patient_name.is_(None))) == 0
 
 
+@pytest.mark.slow  # a second process or a timing measurement: seconds (make test runs it)
 def test_screenshot_renders_an_order_with_suggestions(qtbot, tmp_path, monkeypatch):
     import radassist.gui.inference_worker as worker_module
     from radassist.gui.app import run_gui

@@ -45,3 +45,36 @@ def test_engine_review_reason_blocks_pre_selection(qtbot):
                       review=True, review_reason="two protocols nearly tied")
     view.show_order(_order(), pred)
     assert view.needs_review and view.selected is None
+
+
+def _boy():
+    return OrderDetails(2, "V2", "US", "16 year old boy, sudden left testicular pain, r/o torsion", "STAT", 16, "M",
+                        "Roe, Tim", "M2", "", None, "todo")
+
+
+def test_type_ahead_never_offers_protocols_impossible_for_the_patient(qtbot):
+    view = OrderView(default_catalog())
+    qtbot.addWidget(view)
+    view.show_order(_boy(), None)
+    view.search.setText("torsion")
+    codes = [view.results.item(i).data(0x0100) for i in range(view.results.count())]
+    assert codes[0] == "US-SCROTUM"
+    assert "US-PELVIS-TV" not in codes  # female pelvis: never for a boy
+    girl = OrderDetails(3, "V3", "US", "r/o ovarian torsion", "STAT", 16, "F", "Roe, Tia", "M3", "", None, "todo")
+    view.show_order(girl, None)
+    view.search.setText("torsion")
+    codes = [view.results.item(i).data(0x0100) for i in range(view.results.count())]
+    assert "US-PELVIS-TV" in codes and "US-SCROTUM" not in codes
+
+
+def test_type_ahead_lists_enough_rows_without_a_horizontal_scrollbar(qtbot):
+    view = OrderView(default_catalog())
+    qtbot.addWidget(view)
+    view.resize(520, 760)
+    view.show()
+    view.show_order(_boy(), None)
+    view.search.setText("ct")
+    qtbot.waitUntil(lambda: view.results.isVisible())
+    assert view.results.horizontalScrollBar().isHidden() or not view.results.horizontalScrollBar().isVisible()
+    row_h = view.results.sizeHintForRow(0)
+    assert view.results.viewport().height() >= 6 * row_h

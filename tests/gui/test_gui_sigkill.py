@@ -52,6 +52,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a second process or a timing measurement: seconds (make test runs it)
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX only")
 def test_decision_survives_sigkill_right_after_accept(tmp_path):
     db = make_db(tmp_path)

@@ -19,6 +19,7 @@ MANY = [{"accession": f"B{i:03d}", "ordered_exam": ["CT HEAD", "MRI KNEE", "US R
         for i in range(40)]
 
 
+@pytest.mark.slow  # a second process or a timing measurement: seconds (make test runs it)
 def test_heartbeat_keeps_firing_while_the_worker_computes(qtbot, tmp_path):
     db = make_db(tmp_path, MANY)
     catalog = catalog_of(db)

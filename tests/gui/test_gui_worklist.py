@@ -65,6 +65,7 @@ def test_helpers():
     assert format_waiting(now - timedelta(minutes=125), now) == "2 h 05"
 
 
+@pytest.mark.slow  # a second process or a timing measurement: seconds (make test runs it)
 def test_orders_imported_by_another_process_appear_and_get_suggestions(qtbot, tmp_path):
     db = make_db(tmp_path)
     window = open_window(qtbot, db, tmp_path, poll_ms=200)
@@ -74,7 +75,10 @@ def test_orders_imported_by_another_process_appear_and_get_suggestions(qtbot, tm
     path = tmp_path / "new.jsonl"
     path.write_text(json.dumps(new) + "\n")
     radassist = Path(sys.executable).with_name("radassist")
-    result = subprocess.run([str(radassist), "import", str(path), "--db", str(db.path)],
+    from support.accounts import service_key_file
+
+    key = service_key_file(db, tmp_path)
+    result = subprocess.run([str(radassist), "import", str(path), "--db", str(db.path), "--key-file", str(key)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     qtbot.waitUntil(lambda: any(e.accession == "NEW1" for e in window.model.entries()), timeout=10000)

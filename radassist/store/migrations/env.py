@@ -11,7 +11,7 @@ if connection is None:  # pragma: no cover - only for `alembic` on the command l
     url = config.get_main_option("sqlalchemy.url")
     if not url:
         raise RuntimeError("set sqlalchemy.url to run migrations from the command line")
-    connection = create_engine(url).connect()
+    connection = create_engine(url, hide_parameters=True).connect()
 
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
 with context.begin_transaction():

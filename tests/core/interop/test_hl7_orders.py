@@ -232,5 +232,9 @@ def test_import_hl7_files_reports_lines_and_lands_good_orders(db, tmp_path):
 def test_import_command_accepts_hl7(db, tmp_path, capsys):
     from radassist.cli import main
 
-    rc = main(["import", "--db", str(db.path), str(DATA / "vendor_b_omi_o23_v251_two_orders.hl7")])
+    from support.accounts import service_key_file
+
+    key = service_key_file(db, tmp_path)
+    rc = main(["import", "--db", str(db.path), "--key-file", str(key),
+               str(DATA / "vendor_b_omi_o23_v251_two_orders.hl7")])
     assert rc == 0 and "2 imported" in capsys.readouterr().out

@@ -1,0 +1,1 @@
+"""Scale-out paths (optional extras): batch prediction on Spark (`radassist[spark]`)."""
