@@ -1,80 +1,209 @@
-"""Spark batch prediction vs plain in-process predict (embedding engine), and MLflow overhead.
+"""Spark batch prediction vs plain `radassist predict`, and the cost of MLflow tracking on a training run.
 
-    .venv/bin/python bench/bench_spark.py --n 20000 [--master local[2]] [--skip-mlflow]
+    .venv/bin/python bench/bench_spark.py                      # issue 13's sizes: 100,000 / 2,000 orders
+    .venv/bin/python bench/bench_spark.py --n 20000 --llm-n 300 # shorter
+    .venv/bin/python bench/bench_spark.py --skip-llm --skip-mlflow
 
-Prints a table: orders/s, ratio (spark wall / plain wall; target <= 1.5), peak RSS of this process
-tree (driver; Spark's Python workers are separate processes, reported via /proc children at the end).
+Orders come from radassist.synthetic (never the dev sets). Both commands run as subprocesses on
+the same file with the same engine (the shipped models, no database); peak memory is the highest
+resident set of the driver (the radassist process), the Spark JVM and the sum of the Python
+workers, sampled every 0.2 s. The records are compared (all keys but latency_ms). Timings are wall
+clock on this machine; other work on it adds noise, so the ratio is the number to read.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+RADASSIST = [sys.executable, "-m", "radassist.cli"]
 
 
-def _rss_mb() -> float:
-    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(self_kb, child_kb) / 1024
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=20_000)
-    ap.add_argument("--master", default="local[2]")
-    ap.add_argument("--skip-mlflow", action="store_true")
-    args = ap.parse_args(argv)
-
+def make_orders(path: Path, n: int, seed: int = 13) -> None:
     from radassist.catalog import default_catalog
-    from radassist.engine_factory import build_engine
-    from radassist.scale.spark_predict import get_session, spark_predict
-    from radassist.synthetic import generate, write_jsonl
+    from radassist.synthetic import generate
 
     catalog = default_catalog()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-spark-"))
-    orders = tmp / "orders.jsonl"
-    examples = generate(catalog, per_protocol=max(1, args.n // len(catalog) + 1), seed=7)[:args.n]
-    write_jsonl(examples, orders)
+    per_protocol = max(1, -(-n // len(catalog)))
+    examples = generate(catalog, per_protocol=per_protocol, seed=seed)[:n]
+    with open(path, "w", encoding="utf-8") as f:
+        for i, ex in enumerate(examples):
+            o = ex.order
+            f.write(json.dumps({"accession": f"B{i:07d}", "ordered_exam": o.ordered_exam,
+                                "clinical_notes": o.clinical_notes, "age": o.age, "sex": o.sex,
+                                "priority": o.priority}) + "\n")
 
-    t0 = time.perf_counter()
-    engine = build_engine("embedding", catalog)
-    for start in range(0, len(examples), 64):
-        engine.predict_batch([e.order for e in examples[start:start + 64]], top_k=3)
-    plain = time.perf_counter() - t0
-    plain_rss = _rss_mb()
 
-    spark = get_session(args.master)
+class PeakMemory:
+    """Peak RSS (MiB) of a process tree, by role: driver, jvm, python workers (summed), total."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.peak = {"driver": 0.0, "jvm": 0.0, "workers": 0.0, "total": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                procs = [self.root] + self.root.children(recursive=True)
+                now = {"driver": 0.0, "jvm": 0.0, "workers": 0.0}
+                for p in procs:
+                    try:
+                        rss = p.memory_info().rss / 2**20
+                        name = p.name()
+                    except psutil.Error:
+                        continue
+                    if p.pid == self.root.pid:
+                        now["driver"] += rss
+                    elif "java" in name:
+                        now["jvm"] += rss
+                    else:
+                        now["workers"] += rss
+                now["total"] = sum(now.values())
+                for k, v in now.items():
+                    self.peak[k] = max(self.peak[k], v)
+            except psutil.Error:
+                pass
+            self._stop.wait(0.2)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def run(cmd: list[str], env: dict) -> tuple[float, dict, str]:
     t0 = time.perf_counter()
-    stats = spark_predict(orders, tmp / "out.parquet", spark=spark)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT, text=True)
+    mem = PeakMemory(proc.pid)
+    out, err = proc.communicate()
     wall = time.perf_counter() - t0
-    spark.stop()
+    peak = mem.stop()
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(cmd[2:4])} failed ({proc.returncode}):\n{err[-3000:]}")
+    return wall, peak, err
 
-    print(f"{'run':28} {'orders':>8} {'wall s':>8} {'orders/s':>9} {'ratio':>6} {'peak RSS MB':>12}")
-    print(f"{'plain predict (in-process)':28} {len(examples):8d} {plain:8.1f} {len(examples) / plain:9.1f} {1:6.2f} "
-          f"{plain_rss:12.0f}")
-    print(f"{'spark-predict ' + args.master:28} {stats.rows:8d} {wall:8.1f} {stats.rows / wall:9.1f} "
-          f"{wall / plain:6.2f} {_rss_mb():12.0f}")
 
-    if not args.skip_mlflow:
-        from radassist.engines.embedding import default_head_dir
-        from radassist.tracking.mlflow_observer import MLflowObserver
+def records(path: Path) -> list[dict]:
+    if path.is_dir():
+        from radassist.scale import spark_predict as sp
+
+        reader = getattr(sp, "read_parquet_records", None) or getattr(sp, "read_predictions")
+        return reader(path)
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def compare(engine: str, n: int, master: str, tmp: Path, env: dict) -> dict:
+    orders = tmp / f"orders-{engine}-{n}.jsonl"
+    make_orders(orders, n)
+    db = str(tmp / "none.db")  # no database: the shipped models, as on a fresh install
+    plain_out, spark_out = tmp / f"predict-{engine}.jsonl", tmp / f"spark-{engine}.jsonl"
+    plain_wall, plain_mem, _ = run(RADASSIST + ["predict", "--input", str(orders), "--output", str(plain_out),
+                                                "--engine", engine, "--db", db], env)
+    spark_wall, spark_mem, err = run(RADASSIST + ["spark-predict", "--input", str(orders), "--output",
+                                                  str(spark_out), "--engine", engine, "--master", master,
+                                                  "--db", db], env)
+    a, b = records(plain_out), records(spark_out)
+
+    def strip(r):
+        return {k: v for k, v in r.items() if k != "latency_ms"}
+
+    same = sum(strip(x) == strip(y) for x, y in zip(a, b)) if len(a) == len(b) else 0
+    return {"engine": engine, "n": n, "master": master, "plain_s": plain_wall, "spark_s": spark_wall,
+            "ratio": spark_wall / plain_wall, "plain_rate": n / plain_wall, "spark_rate": n / spark_wall,
+            "plain_mem": plain_mem, "spark_mem": spark_mem, "identical": same, "records": len(b),
+            "spark_summary": [line for line in err.splitlines() if "predicted" in line][-1:]}
+
+
+def mlflow_overhead(tmp: Path, repeats: int, per_protocol: int) -> dict:
+    """One embedding training run (the service, default epochs) without and with the MLflow observer."""
+    from radassist.catalog import default_catalog
+    from radassist.engines.embedding import load_sentence_encoder
+    from radassist.synthetic import generate
+    from radassist.tracking.mlflow_observer import MLflowObserver
+    from radassist.training.run_events import ObserverGroup
+    from radassist.training.run_service import TrainingRun, TrainingRunConfig
+
+    catalog = default_catalog()
+    data = generate(catalog, per_protocol=per_protocol, seed=21)
+    load_sentence_encoder()  # warm: the first load is not the run's cost
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    times: dict[str, list[float]] = {"without": [], "with": []}
+
+    def one(label: str, i: int) -> float:
+        observers = ObserverGroup([MLflowObserver(uri, catalog=catalog)] if label == "with" else [])
+        cfg = TrainingRunConfig(engine="embedding", source="file", out_dir=tmp / f"models-{label}-{i}")
+        run = TrainingRun(None, cfg, catalog=catalog, examples=data, observers=observers)
+        run.version = f"embedding-bench-{label}-{i}"
         from radassist.training.run_events import RunInfo
 
-        obs = MLflowObserver(f"sqlite:///{tmp / 'mlflow.db'}")
-        run = RunInfo("embedding", "bench-1", None, "bench")
         t0 = time.perf_counter()
-        obs.run_started(run, {"epochs": 100})
-        for step in range(100):
-            obs.step(run, step, 1.0 / (step + 1))
-        obs.run_finished(run, {"top1": 0.9}, default_head_dir(), {"version": "bench-1"})
-        print(f"MLflow logging of a 100-step run: {time.perf_counter() - t0:.1f} s "
-              "(compare with the run's own wall time for the overhead)")
+        info = RunInfo("embedding", run.version, started_by="bench")
+        observers.run_started(info, cfg.hyperparams())
+        run.build_data()
+        model = run.train()
+        observers.run_finished(info, model.metrics, model.path, model.card)
+        return time.perf_counter() - t0
+
+    one("without", -1)  # warm-up: imports, caches
+    one("with", -1)
+    for i in range(repeats):
+        for label in ("without", "with"):
+            times[label].append(one(label, i))
+    without, with_ = min(times["without"]), min(times["with"])
+    return {"orders": len(data), "without_s": without, "with_s": with_,
+            "overhead_pct": 100 * (with_ - without) / without, "all": times}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000, help="orders for the embedding engine")
+    ap.add_argument("--llm-n", type=int, default=2_000, help="orders for the llm engine")
+    ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--skip-llm", action="store_true")
+    ap.add_argument("--skip-mlflow", action="store_true")
+    ap.add_argument("--mlflow-repeats", type=int, default=2)
+    ap.add_argument("--mlflow-per-protocol", type=int, default=12)
+    args = ap.parse_args()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYSPARK_PYTHON": sys.executable}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-spark-") as tmp_name:
+        tmp = Path(tmp_name)
+        rows.append(compare("embedding", args.n, args.master, tmp, env))
+        print(json.dumps(rows[-1]), flush=True)
+        if not args.skip_llm:
+            rows.append(compare("llm", args.llm_n, args.master, tmp, env))
+            print(json.dumps(rows[-1]), flush=True)
+        ml = None if args.skip_mlflow else mlflow_overhead(tmp, args.mlflow_repeats, args.mlflow_per_protocol)
+        if ml:
+            print(json.dumps(ml), flush=True)
+    print()
+    print("| engine | orders | predict s | spark-predict s | ratio (target <= 1.5) | orders/s predict / spark | "
+          "peak MiB predict | peak MiB spark driver / JVM / workers | identical records |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        m = r["spark_mem"]
+        print(f"| {r['engine']} | {r['n']:,} | {r['plain_s']:.1f} | {r['spark_s']:.1f} ({r['master']}) | "
+              f"{r['ratio']:.2f} | {r['plain_rate']:.1f} / {r['spark_rate']:.1f} | {r['plain_mem']['total']:.0f} | "
+              f"{m['driver']:.0f} / {m['jvm']:.0f} / {m['workers']:.0f} | {r['identical']:,} of {r['records']:,} |")
+    if ml:
+        print()
+        print(f"MLflow tracking on an embedding training run ({ml['orders']:,} orders, best of "
+              f"{args.mlflow_repeats}): {ml['without_s']:.1f} s without, {ml['with_s']:.1f} s with -> "
+              f"{ml['overhead_pct']:+.1f}% (target < 5%)")
     return 0
 
 
