@@ -20,7 +20,7 @@ def register(sub) -> None:
                    help="registry version (default: the active one; 'shipped': the shipped model)")
     p.add_argument("--catalog", metavar="CSV", help="protocol catalog (default: the database's)")
     p.add_argument("--top-k", type=int, default=3, metavar="N")
-    p.add_argument("--partitions", type=int, default=None, metavar="N", help="default: Spark's parallelism")
+    p.add_argument("--partitions", type=int, default=None, metavar="N", help="default: 4 per core, and at least one per 20,000 orders")
     p.set_defaults(func=run_spark_predict)
 
 
