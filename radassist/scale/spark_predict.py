@@ -385,8 +385,8 @@ def spark_predict(input_path: str | Path, output_path: str | Path, master: str |
             typed.write.mode("overwrite").parquet(output_path)
             if "://" not in output_path:
                 _owner_only(Path(output_path))
-        else:  # partitions are contiguous ranges, rows sorted within: the iterator is in input order
-            _write_jsonl(Path(output_path), (r["record"] for r in result.select("record").toLocalIterator()))
+        else:  # partitions are contiguous ranges, rows sorted within: part files in order = input order
+            _write_jsonl_parts(result.select("record"), Path(output_path))
         stats.errors, stats.model_loads, stats.worker_processes = int(errors.value), int(loads.value), len(pids.value)
         stats.seconds = time.perf_counter() - t0
         return stats
@@ -415,6 +415,27 @@ def _write_jsonl(path: Path, records: Iterable[str]) -> None:
     with open(fd, "w", encoding="utf-8") as out:
         for record in records:
             out.write(record + "\n")
+
+
+def _write_jsonl_parts(frame, path: Path) -> None:
+    """Every partition written in parallel (text parts), then joined in partition order into one file.
+
+    (``toLocalIterator`` would compute one partition at a time: no parallelism.)"""
+    import shutil
+
+    parts_dir = path.with_name(path.name + ".parts")
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    try:
+        frame.write.mode("overwrite").text(str(parts_dir))
+        _owner_only(parts_dir)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with open(fd, "wb") as out:
+            for part in sorted(parts_dir.glob("part-*")):  # part-00000-…, part-00001-…: partition order
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out)
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
 
 
 def _owner_only(path: Path) -> None:
