@@ -4,11 +4,7 @@ a service key."""
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -17,10 +13,10 @@ from radassist import audit, users
 from radassist.access import SYSTEM
 from radassist.cli import main
 from radassist.store.models import OrderRow, ServiceAccountRow
+from support.mllp import free_port
 
 ORDER = {"accession": "K1", "ordered_exam": "CT HEAD", "clinical_notes": "fall", "age": 70, "sex": "F",
          "priority": "STAT"}
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -130,39 +126,18 @@ def test_users_add_service_command(db, tmp_path, fast_hasher, monkeypatch, capsy
     assert "ris" in capsys.readouterr().out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_listen_with_a_key_file_receives_as_that_service_account(db, feed_key):
-    from radassist.interop.hl7_orders import parse_ack
-    from radassist.interop.mllp import MLLPClient
-    from support.mllp import order_message
+    from support.mllp import order_message, send_through_cli_listener
 
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "radassist.cli", "listen", "--db", str(db.path),
-                             "--mllp", f"127.0.0.1:{port}", "--key-file", str(feed_key)],
-                            stderr=subprocess.PIPE, text=True, cwd=str(REPO),
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        line = proc.stderr.readline()
-        assert f"127.0.0.1:{port}" in line, line
-        with MLLPClient("127.0.0.1", port, timeout=5) as client:
-            assert parse_ack(client.send(order_message(3)))[0] == "AA"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+    port = free_port()
+    send_through_cli_listener(["listen", "--db", str(db.path), "--mllp", f"127.0.0.1:{port}",
+                               "--key-file", str(feed_key)], port, order_message(3))
     [received] = _events(db, "order.receive")
     assert (received.username, received.role) == ("feed", "service")
 
 
 def test_listen_with_a_refused_key_does_not_start(db, feed_key, capsys):
     os.chmod(feed_key, 0o644)
-    assert main(["listen", "--db", str(db.path), "--mllp", f"127.0.0.1:{_free_port()}", "--key-file",
+    assert main(["listen", "--db", str(db.path), "--mllp", f"127.0.0.1:{free_port()}", "--key-file",
                  str(feed_key)]) == 3
     assert "sign-in refused" in capsys.readouterr().err

@@ -3,10 +3,6 @@ from __future__ import annotations
 
 from support import DATA_DIR, REPO, TESTS_DIR  # noqa: F401
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -21,7 +17,7 @@ from radassist.interop.outbox import Destination
 from radassist.service import Service, ServiceConfig, SuggestionWorker, orders_missing_suggestions
 from radassist.store.models import OrderRow, SuggestionRow
 from radassist.worklist import DecisionInput, cached_prediction, record_decision
-from support.mllp import Peer, order_message
+from support.mllp import Peer, free_port, order_message, send_through_cli_listener
 
 
 class FakeEngine(SuggestionEngine):
@@ -116,31 +112,12 @@ def test_engine_that_cannot_load_leaves_the_listener_running(db):
             assert parse_ack(client.send(order_message(5)))[0] == "AA"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("command", ["listen", "serve"])
 def test_cli_runs_until_sigterm(db, tmp_path, command):
-    port = _free_port()
-    args = [sys.executable, "-m", "radassist.cli", command, "--db", str(db.path), "--mllp", f"127.0.0.1:{port}"]
+    port = free_port()
+    args = [command, "--db", str(db.path), "--mllp", f"127.0.0.1:{port}"]
     if command == "serve":
         args += ["--no-suggestions", "--results-folder", str(tmp_path / "out")]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=str(REPO))
-    try:
-        line = proc.stderr.readline()
-        assert f"127.0.0.1:{port}" in line, line
-        with MLLPClient("127.0.0.1", port, timeout=5) as client:
-            assert parse_ack(client.send(order_message(9)))[0] == "AA"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+    send_through_cli_listener(args, port, order_message(9))
     with db.session() as s:
         assert s.scalar(select(OrderRow.accession)) == "ACC000009"

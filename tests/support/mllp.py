@@ -1,8 +1,15 @@
 """An HL7 v2 order message builder and a RIS stand-in speaking MLLP on 127.0.0.1."""
 from __future__ import annotations
 
-from radassist.interop.hl7_orders import build_ack, parse_order_message
-from radassist.interop.mllp import MLLPListener
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from radassist.interop.hl7_orders import build_ack, parse_ack, parse_order_message
+from radassist.interop.mllp import MLLPClient, MLLPListener
+from support import REPO
 
 
 def order_message(n: int, kind: str = "ORM^O01", version: str = "2.3") -> str:
@@ -30,3 +37,27 @@ class Peer:
 
     def stop(self):
         self.server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def send_through_cli_listener(argv: list[str], port: int, message: str) -> None:
+    """Run ``radassist <argv>`` (a listener on 127.0.0.1:``port``), send one message, expect AA, then
+    stop it with SIGTERM and expect a clean exit (0)."""
+    proc = subprocess.Popen([sys.executable, "-m", "radassist.cli", *argv], stderr=subprocess.PIPE, text=True,
+                            cwd=str(REPO), env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        line = proc.stderr.readline()
+        assert f"127.0.0.1:{port}" in line, line
+        with MLLPClient("127.0.0.1", port, timeout=5) as client:
+            assert parse_ack(client.send(message))[0] == "AA"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
