@@ -476,21 +476,29 @@ class Amendment:
         return [c.field for c in self.changes]
 
     @property
-    def flags_added(self) -> list[str]:
-        return [f for f in self.flags_after if f not in self.flags_before]
+    def flags_added(self) -> tuple[str, ...]:
+        return tuple(f for f in self.flags_after if f not in self.flags_before)
 
     @property
-    def flags_removed(self) -> list[str]:
-        return [f for f in self.flags_before if f not in self.flags_after]
+    def flags_removed(self) -> tuple[str, ...]:
+        return tuple(f for f in self.flags_before if f not in self.flags_after)
 
 
-def _amendment(row: OrderAmendmentRow) -> Amendment:
-    changes = json.loads(row.changes_json or "{}")
-    return Amendment(order_id=row.order_id, amended_at=row.amended_at, source=row.source, username=row.username,
-                     previous_status=row.previous_status, after_decision=bool(row.after_decision),
-                     changes=tuple(FieldChange(k, v[0], v[1]) for k, v in sorted(changes.items())),
-                     flags_before=tuple(json.loads(row.flags_before_json or "[]")),
-                     flags_after=tuple(json.loads(row.flags_after_json or "[]")))
+def amendment_from_row(row: OrderAmendmentRow) -> Amendment:
+    """Decode a stored amendment (the one decoder: the order view's queries use it too). A damaged row
+    reads as an amendment with nothing listed rather than an error."""
+    try:
+        changes = json.loads(row.changes_json or "{}")
+        flags_before = tuple(json.loads(row.flags_before_json or "[]"))
+        flags_after = tuple(json.loads(row.flags_after_json or "[]"))
+    except (TypeError, ValueError):
+        changes, flags_before, flags_after = {}, (), ()
+    return Amendment(order_id=row.order_id, amended_at=row.amended_at, source=row.source or "",
+                     username=row.username, previous_status=row.previous_status,
+                     after_decision=bool(row.after_decision),
+                     changes=tuple(FieldChange(k, v[0], v[1]) for k, v in sorted(changes.items())
+                                   if isinstance(v, (list, tuple)) and len(v) == 2),
+                     flags_before=flags_before, flags_after=flags_after)
 
 
 def amendment_for(session: Session, order_id: int, *, pending_only: bool = True) -> Amendment | None:
@@ -507,7 +515,7 @@ def amendment_for(session: Session, order_id: int, *, pending_only: bool = True)
                                                                     DecisionRow.decided_at > row.amended_at).limit(1))
         if status != "todo" or decided_since is not None:
             return None
-    return _amendment(row)
+    return amendment_from_row(row)
 
 
 def amended_order_ids(session: Session, *, after_decision_only: bool = True) -> set[int]:

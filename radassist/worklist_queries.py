@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from radassist.access import Actor
 from radassist.domain import Order, Prediction, SafetyFlag, Suggestion
+from radassist.ingest import Amendment, amendment_from_row
 from radassist.store.models import OrderRow, SuggestionRow, UserRow
 from radassist.worklist import (
     PRIORITY_RANK, RETURNED, current_decisions, open_order, order_flags, prediction_from_row, stored_flags,
@@ -250,25 +251,6 @@ def orders_to_predict(session: Session, order_ids: Sequence[int], model_version:
     return stored, todo
 
 
-@dataclass(frozen=True)
-class Amendment:
-    """An order re-sent with different content after it had been decided (it is back in To do)."""
-
-    amended_at: datetime | None
-    source: str
-    changes: tuple[tuple[str, str, str], ...]  # (field, before, after)
-    flags_before: tuple[str, ...]
-    flags_after: tuple[str, ...]
-
-    @property
-    def flags_added(self) -> tuple[str, ...]:
-        return tuple(f for f in self.flags_after if f not in self.flags_before)
-
-    @property
-    def flags_removed(self) -> tuple[str, ...]:
-        return tuple(f for f in self.flags_before if f not in self.flags_after)
-
-
 def _amendment_rows(session: Session, order_ids: Sequence[int] | None = None) -> dict[int, Any]:
     """Order id -> its latest amendment made after a decision, for orders waiting again (To do) and not
     decided since (the interface feed and the importer record them: ``OrderAmendmentRow``)."""
@@ -293,24 +275,10 @@ def _amendment_rows(session: Session, order_ids: Sequence[int] | None = None) ->
             if last_decided.get(oid) is None or row.amended_at is None or row.amended_at >= last_decided[oid]}
 
 
-def _text_of(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
 def amendment_of(session: Session, order_id: int) -> Amendment | None:
     """What changed when the order was re-sent after its decision (None: it was not)."""
     row = _amendment_rows(session, [order_id]).get(order_id)
-    if row is None:
-        return None
-    try:
-        changes = json.loads(row.changes_json or "{}")
-        before_flags = tuple(json.loads(row.flags_before_json or "[]"))
-        after_flags = tuple(json.loads(row.flags_after_json or "[]"))
-    except (TypeError, ValueError):
-        changes, before_flags, after_flags = {}, (), ()
-    items = tuple((name, _text_of(pair[0]), _text_of(pair[1])) for name, pair in sorted(changes.items())
-                  if isinstance(pair, (list, tuple)) and len(pair) == 2)
-    return Amendment(row.amended_at, row.source or "", items, before_flags, after_flags)
+    return None if row is None else amendment_from_row(row)
 
 
 def amended_order_ids(session: Session) -> set[int]:

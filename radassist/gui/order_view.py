@@ -603,7 +603,10 @@ class OrderView(QWidget):
                  "sex": "Sex", "patient_name": "Patient", "mrn": "MRN", "ordering_provider": "Ordering provider",
                  "ordered_at": "Ordered at"}
         lines = []
-        for name, before, after in amendment.changes:
+        for change in amendment.changes:
+            name = change.field
+            before = "" if change.before is None else str(change.before)
+            after = "" if change.after is None else str(change.after)
             label = names.get(name, name.replace("_", " ").capitalize())
             if name == "clinical_notes":
                 lines.append(f"<b>{label}</b> changed: now “{html.escape(after[:300])}”"
