@@ -6,6 +6,12 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# Tests and commands reuse compiled bytecode (and pytest its rewritten test modules) between runs.
+unexport PYTHONDONTWRITEBYTECODE
+# The suite runs on every core (pytest-xdist), whole test files per worker so that module fixtures
+# are built once; at most 4 workers, each loads its own models.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 .PHONY: run test test-fast typecheck bench clean-venv
 
@@ -21,7 +27,7 @@ run: $(VENV)/.installed
 	$(VENV)/bin/radassist gui --demo
 
 test: $(VENV)/.installed
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_PARALLEL)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
@@ -30,7 +36,7 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 test-fast: $(VENV)/.installed
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow and not integration and not spark and not mlflow"
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not slow and not integration and not spark and not mlflow"
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_model.py --engines untrained embedding llm --style-folds

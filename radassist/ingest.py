@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -501,35 +501,45 @@ def amendment_from_row(row: OrderAmendmentRow) -> Amendment:
                      flags_before=flags_before, flags_after=flags_after)
 
 
-def amendment_for(session: Session, order_id: int, *, pending_only: bool = True) -> Amendment | None:
+def pending_amendments(session: Session, order_ids: Sequence[int] | None = None, *,
+                       after_decision_only: bool = False) -> dict[int, OrderAmendmentRow]:
+    """Order id -> its latest amendment, for orders still to do and not decided since it arrived: the
+    one query behind the worklist's marker, the order view's banner and ``radassist import``'s report.
+    ``after_decision_only``: only amendments that brought a decided order back to To do."""
+    query = (select(OrderAmendmentRow).join(OrderRow, OrderRow.id == OrderAmendmentRow.order_id)
+             .where(OrderRow.status == "todo").order_by(OrderAmendmentRow.id))
+    if order_ids is not None:
+        query = query.where(OrderAmendmentRow.order_id.in_(list(order_ids)))
+    latest: dict[int, OrderAmendmentRow] = {}
+    for row in session.scalars(query):
+        latest[row.order_id] = row  # ascending ids: the last one wins
+    if after_decision_only:
+        latest = {oid: row for oid, row in latest.items() if row.after_decision}
+    if not latest:
+        return {}
+    last_decided = dict(session.execute(
+        select(DecisionRow.order_id, func.max(DecisionRow.decided_at))
+        .where(DecisionRow.order_id.in_(list(latest))).group_by(DecisionRow.order_id)).all())
+    return {oid: row for oid, row in latest.items()
+            if last_decided.get(oid) is None or row.amended_at >= last_decided[oid]}
+
+
+def amendment_for(session: Session, order_id: int, *, pending_only: bool = True,
+                  after_decision_only: bool = False) -> Amendment | None:
     """The order's latest amendment: which fields changed, before and after, and the safety-flag
     types before and after. ``pending_only``: only while the order is to do and has not been
-    decided since (what the order view shows as "amended after decision")."""
-    row = session.scalar(select(OrderAmendmentRow).where(OrderAmendmentRow.order_id == order_id)
-                         .order_by(OrderAmendmentRow.id.desc()).limit(1))
-    if row is None:
-        return None
+    decided since; ``after_decision_only``: only one that brought a decided order back to To do
+    (what the order view shows as "amended after decision")."""
     if pending_only:
-        status = session.scalar(select(OrderRow.status).where(OrderRow.id == order_id))
-        decided_since = session.scalar(select(DecisionRow.id).where(DecisionRow.order_id == order_id,
-                                                                    DecisionRow.decided_at > row.amended_at).limit(1))
-        if status != "todo" or decided_since is not None:
-            return None
-    return amendment_from_row(row)
+        row = pending_amendments(session, [order_id], after_decision_only=after_decision_only).get(order_id)
+    else:
+        query = select(OrderAmendmentRow).where(OrderAmendmentRow.order_id == order_id)
+        if after_decision_only:
+            query = query.where(OrderAmendmentRow.after_decision.is_(True))
+        row = session.scalar(query.order_by(OrderAmendmentRow.id.desc()).limit(1))
+    return None if row is None else amendment_from_row(row)
 
 
 def amended_order_ids(session: Session, *, after_decision_only: bool = True) -> set[int]:
-    """Orders to do whose latest amendment is still pending (for a worklist marker)."""
-    query = (select(OrderAmendmentRow.order_id, OrderAmendmentRow.amended_at, OrderAmendmentRow.after_decision)
-             .join(OrderRow, OrderRow.id == OrderAmendmentRow.order_id).where(OrderRow.status == "todo")
-             .order_by(OrderAmendmentRow.id))
-    latest: dict[int, tuple[datetime, bool]] = {}
-    for order_id, amended_at, after in session.execute(query):
-        latest[order_id] = (amended_at, bool(after))
-    if not latest:
-        return set()
-    decided = dict(session.execute(select(DecisionRow.order_id, DecisionRow.decided_at)
-                                   .where(DecisionRow.order_id.in_(list(latest)))
-                                   .order_by(DecisionRow.decided_at)).all())
-    return {oid for oid, (at, after) in latest.items()
-            if (after or not after_decision_only) and not (oid in decided and decided[oid] > at)}
+    """Orders to do whose latest amendment is still pending (the worklist's "amended" marker)."""
+    return set(pending_amendments(session, after_decision_only=after_decision_only))

@@ -13,14 +13,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from radassist.access import Actor
 from radassist.domain import Order, Prediction, SafetyFlag, Suggestion
-from radassist.ingest import Amendment, amendment_from_row
+from radassist.ingest import Amendment, amended_order_ids, amendment_for
 from radassist.store.models import OrderRow, SuggestionRow, UserRow
 from radassist.worklist import (
     PRIORITY_RANK, RETURNED, current_decisions, open_order, order_flags, prediction_from_row, stored_flags,
@@ -251,39 +250,10 @@ def orders_to_predict(session: Session, order_ids: Sequence[int], model_version:
     return stored, todo
 
 
-def _amendment_rows(session: Session, order_ids: Sequence[int] | None = None) -> dict[int, Any]:
-    """Order id -> its latest amendment made after a decision, for orders waiting again (To do) and not
-    decided since (the interface feed and the importer record them: ``OrderAmendmentRow``)."""
-    try:
-        from radassist.store.models import DecisionRow, OrderAmendmentRow
-    except ImportError:  # a store without amendments (before migration 0009)
-        return {}
-    query = (select(OrderAmendmentRow).join(OrderRow, OrderRow.id == OrderAmendmentRow.order_id)
-             .where(OrderRow.status == "todo", OrderAmendmentRow.after_decision.is_(True))
-             .order_by(OrderAmendmentRow.id))
-    if order_ids is not None:
-        query = query.where(OrderAmendmentRow.order_id.in_(list(order_ids)))
-    latest: dict[int, Any] = {}
-    for row in session.scalars(query):
-        latest[row.order_id] = row
-    if not latest:
-        return {}
-    last_decided = dict(session.execute(
-        select(DecisionRow.order_id, func.max(DecisionRow.decided_at))
-        .where(DecisionRow.order_id.in_(list(latest))).group_by(DecisionRow.order_id)).all())
-    return {oid: row for oid, row in latest.items()
-            if last_decided.get(oid) is None or row.amended_at is None or row.amended_at >= last_decided[oid]}
-
-
 def amendment_of(session: Session, order_id: int) -> Amendment | None:
-    """What changed when the order was re-sent after its decision (None: it was not)."""
-    row = _amendment_rows(session, [order_id]).get(order_id)
-    return None if row is None else amendment_from_row(row)
-
-
-def amended_order_ids(session: Session) -> set[int]:
-    """Orders back in To do because they were re-sent with different content after their decision."""
-    return set(_amendment_rows(session))
+    """What changed when the order was re-sent after its decision (None: it was not, or it has been
+    decided again since)."""
+    return amendment_for(session, order_id, after_decision_only=True)
 
 
 def user_display_name(session: Session, username: str) -> str:

@@ -26,12 +26,10 @@ def _isolated_dirs(tmp_path_factory, monkeypatch, _session_cache_dir):
 
 @pytest.fixture
 def db(tmp_path):
-    from radassist.catalog import ensure_catalog
-    from radassist.store import open_database
+    """A real SQLite file, migrated, with the shipped catalog (support.database.new_database)."""
+    from support.database import new_database
 
-    database = open_database(tmp_path / "radassist.db")
-    with database.session() as session:
-        ensure_catalog(session)
+    database = new_database(tmp_path / "radassist.db")
     yield database
     database.dispose()
 
@@ -50,9 +48,12 @@ def sentence_encoder():
     return load_sentence_encoder()
 
 
-@pytest.fixture
-def fast_hasher(monkeypatch):
-    """Cheap argon2 parameters: the tests check behaviour, not the cost of hashing."""
+@pytest.fixture(autouse=True)
+def fast_hasher(request, monkeypatch):
+    """Cheap argon2 parameters in every in-process test: they check behaviour, not the cost of hashing
+    (each production hash costs ~100 ms). A test marked ``real_hasher`` keeps the shipped parameters."""
+    if request.node.get_closest_marker("real_hasher"):
+        return
     from argon2 import PasswordHasher
 
     from radassist import users

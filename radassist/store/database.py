@@ -1,6 +1,7 @@
 """Opening the RadAssist database: SQLite in WAL mode, migrated to the latest schema."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -27,6 +28,12 @@ def _alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return cfg
+
+
+@functools.lru_cache(maxsize=1)
+def _script_heads() -> frozenset[str]:
+    """The migration scripts' head revisions (read once per process: the scripts ship with the code)."""
+    return frozenset(ScriptDirectory.from_config(_alembic_config()).get_heads())
 
 
 def head_revision() -> str:
@@ -142,6 +149,12 @@ class Database:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade to ``revision``. A database already at the head (every start of the app and of each
+    command after the first) is only read: one query, no Alembic environment."""
+    if revision == "head":
+        with engine.connect() as conn:
+            if frozenset(MigrationContext.configure(conn).get_current_heads()) == _script_heads():
+                return
     cfg = _alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

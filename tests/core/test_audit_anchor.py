@@ -385,24 +385,14 @@ def test_cli_checkpoint_and_verify_against(adb, tmp_path, capsys):
 
 # --- speed ------------------------------------------------------------------------------------
 
-def test_anchored_append_and_verify_speed(tmp_path):
-    """Scaled-down version of bench/bench_audit.py (append >= 2,000/s, verify 100,000 < 2 s)."""
-    import time
-
-    from radassist.store import open_database
-
-    db = open_database(tmp_path / "speed.db")
-    t0 = time.perf_counter()
-    for i in range(300):
+def test_events_appended_one_transaction_each_and_in_bulk_all_anchor_and_verify(db):
+    """Each event in its own transaction (as the app records them) and many in one (an import): every
+    one is anchored and the chain verifies. Speed is bench/bench_audit.py's job, not a test's."""
+    for i in range(50):
         with db.session() as s:
             audit.record_event(s, RAD, "order.open", entity=f"order:{i}")
-    append_rate = 300 / (time.perf_counter() - t0)
     with db.session() as s:
-        for i in range(9700):
+        for i in range(50, 2000):
             audit.record_event(s, RAD, "order.open", entity=f"order:{i}")
-    t0 = time.perf_counter()
     result = verify(db)
-    elapsed = time.perf_counter() - t0
-    assert result.ok and result.anchored == 10_000
-    assert append_rate > 500 and elapsed < 1.0  # loose bounds: shared CI machines
-    db.dispose()
+    assert result.ok and result.anchored == 2000

@@ -39,6 +39,20 @@ def test_password_is_hashed_with_argon2id_and_never_stored_or_audited(db, people
     assert "pass-1" not in texts
 
 
+@pytest.mark.real_hasher
+def test_shipped_hasher_is_memory_hard_argon2id(db):
+    """What production stores: argon2id with at least RFC 9106's second recommended parameter set
+    (t=3, 64 MiB), whatever cheaper parameters the other tests swap in."""
+    from argon2 import Type, extract_parameters
+
+    with db.session() as s:
+        users.create_user(s, Actor("setup", ADMIN), "realhash", "Slow-Enough-Key-7", ADMIN)
+        stored = s.scalar(select(UserRow.password_hash).where(UserRow.username == "realhash"))
+        assert users.authenticate(s, "realhash", "Slow-Enough-Key-7").username == "realhash"
+    params = extract_parameters(stored)
+    assert params.type is Type.ID and params.time_cost >= 3 and params.memory_cost >= 64 * 1024
+
+
 def test_authenticate_success_returns_actor_and_audits(db, people):
     with db.session() as s:
         actor = users.authenticate(s, "rad", "Reader-Key-82")

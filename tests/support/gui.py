@@ -87,13 +87,10 @@ WORKLIST_ORDER = ["T2", "T3", "T4", "T1"]
 
 def make_db(tmp_path: Path, orders=ORDERS, name: str = "gui.db"):
     from radassist.access import SYSTEM
-    from radassist.catalog import ensure_catalog
     from radassist.ingest import import_files
-    from radassist.store import open_database
+    from support.database import new_database
 
-    db = open_database(tmp_path / name)
-    with db.session() as session:
-        ensure_catalog(session)
+    db = new_database(tmp_path / name)
     if orders:
         path = tmp_path / f"{name}.orders.jsonl"
         path.write_text("".join(json.dumps(o) + "\n" for o in orders))
