@@ -98,7 +98,7 @@ def test_embedding_training_in_a_qprocess_to_promotion(qtbot, db, tmp_path, no_d
     before, _ = create_site_engine(db, "embedding")
     assert panel.start()
     assert not panel.start_button.isEnabled() and panel.cancel_button.isEnabled()
-    qtbot.waitUntil(lambda: panel.final_status is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: panel.final_status is not None, timeout=600_000)
     assert panel.final_status == registry.CANDIDATE, panel.log.toPlainText()
     assert panel.chart.points and panel.progress.value() == panel.progress.maximum()
     assert "%" in panel.comparison.item(0, 1).text() and "Protocols better" in panel.changes_label.text()
@@ -134,9 +134,9 @@ def test_cancel_ends_the_run_cancelled(qtbot, db, tmp_path, no_dialogs):
     seed_decisions(db, tmp_path, per_protocol=4)
     panel = panel_for(qtbot, db, tmp_path)
     assert panel.start()
-    qtbot.waitUntil(lambda: "training set" in panel.log.toPlainText(), timeout=60_000)
+    qtbot.waitUntil(lambda: "training set" in panel.log.toPlainText(), timeout=300_000)
     panel.cancel()
-    qtbot.waitUntil(lambda: panel.final_status is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: panel.final_status is not None, timeout=300_000)
     assert panel.final_status == registry.CANCELLED
     with db.session() as session:
         assert registry.get_version(session, panel.version).path is None
@@ -150,7 +150,7 @@ def test_killed_process_marks_the_run_failed_with_its_log(qtbot, db, tmp_path, n
     panel = panel_for(qtbot, db, tmp_path)
     assert panel.start()
     os.kill(panel.process.processId(), signal.SIGKILL)  # like the OOM killer
-    qtbot.waitUntil(lambda: panel.final_status is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: panel.final_status is not None, timeout=300_000)
     assert panel.final_status == registry.FAILED
     with db.session() as session:
         run = registry.get_version(session, panel.version)
