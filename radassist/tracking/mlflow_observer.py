@@ -21,6 +21,11 @@ The app's own registry stays the source of truth: every hook catches its errors 
 warning (no clinical text: only versions, engines and the error), and after a failure the observer
 stops sending the rest of that run, so an unreachable server never stalls or fails training.
 mlflow is imported lazily: this module imports without the extra.
+
+Tracking costs the run almost nothing (docs/scale.md, measured): the hooks of a run only queue their
+work for one background thread (in order), which imports mlflow and opens the client while the run
+builds its data and trains; only ``run_finished`` / ``run_failed`` wait for the queue (at most
+`FINISH_WAIT_SECONDS`), so that the training process does not exit before its run is logged.
 """
 from __future__ import annotations
 
@@ -30,8 +35,10 @@ import math
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,7 @@ CHAMPION = ALIAS
 VERSION_TAG = "radassist_version"
 FLUSH_SECONDS = 5.0
 FLUSH_STEPS = 200
+FINISH_WAIT_SECONDS = 180.0  # the longest a finished run waits for its logging (an unreachable server: far less)
 INSTALL_HINT = "MLflow tracking needs the mlflow extra: pip install 'radassist[mlflow]'"
 
 
@@ -97,9 +105,47 @@ class MLflowObserver:
         self._pending: dict[str, list] = {}       # app version -> buffered Metric objects
         self._last_flush: dict[str, float] = {}
         self._broken: set[str] = set()            # versions whose tracking failed: skip the rest of the run
+        self._executor: ThreadPoolExecutor | None = None  # one thread: the run's MLflow calls, in order
+        self._last: Future | None = None
+        self._lock = threading.Lock()
         # An unreachable server must not stall training: few retries, short timeouts.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+    # --- the background thread ------------------------------------------------------------------------
+    def _submit(self, fn, *args) -> Future:
+        """Run ``fn(*args)`` on the observer's thread, after everything submitted before (never raises)."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radassist-mlflow")
+            self._last = self._executor.submit(fn, *args)
+            return self._last
+
+    def prepare(self) -> None:
+        """Import mlflow (and its pyfunc flavour) in the background (seconds), while the run builds its data."""
+        self._submit(self._prepare)
+
+    def _prepare(self) -> None:
+        try:
+            self.client  # noqa: B018 - imports mlflow.tracking and opens the store
+            import mlflow.entities  # noqa: F401
+            import mlflow.pyfunc  # noqa: F401 - the model is saved with it at the end of the run
+        except Exception as exc:  # noqa: BLE001 - reported by the first hook that needs it
+            log.debug("MLflow import in the background failed: %s", type(exc).__name__)
+
+    def wait(self, timeout: float | None = FINISH_WAIT_SECONDS) -> bool:
+        """Wait until everything queued so far is sent; False (and a warning) if that took over ``timeout``."""
+        last = self._last
+        if last is None:
+            return True
+        try:
+            last.result(timeout=timeout)
+        except TimeoutError:
+            log.warning("MLflow logging still busy after %.0f s; the run goes on without waiting", timeout or 0)
+            return False
+        except Exception:  # noqa: BLE001 - _safe already logged it
+            pass
+        return True
 
     # --- plumbing -------------------------------------------------------------------------------------
     @property
@@ -140,6 +186,11 @@ class MLflowObserver:
 
     def run_id(self, engine: str, version: str) -> str | None:
         """The MLflow run of an app version (this process's, else found by its tag)."""
+        if not threading.current_thread().name.startswith("radassist-mlflow"):
+            self.wait()
+        return self._run_id(engine, version)
+
+    def _run_id(self, engine: str, version: str) -> str | None:
         if version in self._runs:
             return self._runs[version]
         found = self.client.get_experiment_by_name(experiment_name(engine))
@@ -154,7 +205,8 @@ class MLflowObserver:
 
     # --- hooks ------------------------------------------------------------------------------------------
     def run_started(self, run: RunInfo, params: Mapping[str, Any]) -> None:
-        self._safe("run_started", run.version, self._run_started, run, params)
+        self._submit(self._safe, "run_started", run.version, self._run_started, run, dict(params))
+        self.prepare()  # mlflow.pyfunc too, while the run trains
 
     def _run_started(self, run: RunInfo, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -172,42 +224,48 @@ class MLflowObserver:
             self.client.log_batch(run_id, params=[Param(_key(str(k)), str(v)[:6000]) for k, v in values.items()])
 
     def step(self, run: RunInfo, step: int, loss: float, lr: float | None = None) -> None:
-        self._safe("step", run.version, self._step, run, step, loss, lr)
-
-    def _step(self, run: RunInfo, step: int, loss: float, lr: float | None) -> None:
-        from mlflow.entities import Metric
-
-        if self.run_id(run.engine, run.version) is None:
+        """Buffered in the caller's thread (no mlflow call); sent in batches by the observer's thread."""
+        if run.version in self._broken:
             return
         now = int(time.time() * 1000)
-        pending = self._pending.setdefault(run.version, [])
-        if loss is not None and math.isfinite(loss):
-            pending.append(Metric("loss", float(loss), now, int(step)))
-        if lr is not None and math.isfinite(float(lr)):
-            pending.append(Metric("lr", float(lr), now, int(step)))
-        last = self._last_flush.setdefault(run.version, time.monotonic())
-        if len(pending) >= FLUSH_STEPS or time.monotonic() - last >= FLUSH_SECONDS:
-            self._flush(run)
+        with self._lock:
+            pending = self._pending.setdefault(run.version, [])
+            if loss is not None and math.isfinite(loss):
+                pending.append(("loss", float(loss), now, int(step)))
+            if lr is not None and math.isfinite(float(lr)):
+                pending.append(("lr", float(lr), now, int(step)))
+            last = self._last_flush.setdefault(run.version, time.monotonic())
+            due = len(pending) >= FLUSH_STEPS or time.monotonic() - last >= FLUSH_SECONDS
+            if due:
+                self._last_flush[run.version] = time.monotonic()
+        if due:
+            self._submit(self._safe, "step", run.version, self._flush, run)
 
     def _flush(self, run: RunInfo) -> None:
-        pending = self._pending.pop(run.version, [])
-        self._last_flush[run.version] = time.monotonic()
-        run_id = self.run_id(run.engine, run.version)
+        from mlflow.entities import Metric
+
+        with self._lock:
+            pending = self._pending.pop(run.version, [])
+            self._last_flush[run.version] = time.monotonic()
+        run_id = self._run_id(run.engine, run.version)
         if pending and run_id:
-            for start in range(0, len(pending), 1000):  # MLflow's log_batch limit
-                self.client.log_batch(run_id, metrics=pending[start:start + 1000])
+            metrics = [Metric(*m) for m in pending]
+            for start in range(0, len(metrics), 1000):  # MLflow's log_batch limit
+                self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
 
     def run_finished(self, run: RunInfo, metrics: Mapping[str, Any], model_dir: Path,
                      card: Mapping[str, Any]) -> None:
-        self._safe("run_finished", run.version, self._run_finished, run, metrics, Path(model_dir), card)
-        self._end(run.version, "FINISHED")
+        self._submit(self._safe, "run_finished", run.version, self._run_finished, run, dict(metrics),
+                     Path(model_dir), dict(card))
+        self._submit(self._end, run.version, "FINISHED")
+        self.wait()  # the training process exits next: the run must be logged by then
 
     def _run_finished(self, run: RunInfo, metrics: Mapping[str, Any], model_dir: Path,
                       card: Mapping[str, Any]) -> None:
         from mlflow.entities import Metric, RunTag
 
         self._flush(run)
-        run_id = self.run_id(run.engine, run.version)
+        run_id = self._run_id(run.engine, run.version)
         if run_id is None:  # started before tracking was configured: a run of its own now
             self._run_started(run, {})
             run_id = self._runs[run.version]
@@ -241,15 +299,16 @@ class MLflowObserver:
 
     def run_failed(self, run: RunInfo, status: str, reason: str) -> None:
         def fail():
-            run_id = self.run_id(run.engine, run.version)
+            run_id = self._run_id(run.engine, run.version)
             if run_id is None:
                 return
             self._flush(run)
             self.client.set_tag(run_id, "radassist_status", status)
             self.client.set_tag(run_id, "radassist_failure", str(reason)[:500])  # run_service's words: no PHI
 
-        self._safe("run_failed", run.version, fail)
-        self._end(run.version, "KILLED" if status in ("cancelled", "stopped") else "FAILED", force=True)
+        self._submit(self._safe, "run_failed", run.version, fail)
+        self._submit(self._end, run.version, "KILLED" if status in ("cancelled", "stopped") else "FAILED", True)
+        self.wait()
 
     def _end(self, version: str, status: str, force: bool = False) -> None:
         run_id = self._runs.get(version)
@@ -264,9 +323,11 @@ class MLflowObserver:
         self._pending.pop(version, None)
 
     def model_promoted(self, engine: str, version: str, model_dir: Path | None) -> None:
+        self.wait()  # after any run this observer is still sending
         self._safe("model_promoted", None, self._set_champion, engine, version)
 
     def model_rolled_back(self, engine: str, from_version: str | None, to_version: str) -> None:
+        self.wait()
         self._safe("model_rolled_back", None, self._set_champion, engine, to_version)
 
     def _set_champion(self, engine: str, version: str) -> None:

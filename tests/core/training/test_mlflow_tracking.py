@@ -190,3 +190,32 @@ def test_flattened_metrics_keep_numbers_only():
                             "optimizer": "adamw", "gate": None, "passed": True, "loss": float("nan")})
     assert flat == {"top1": 0.9, "comparison.candidate.top1": 0.8, "comparison.heldout": 12.0, "passed": 1.0}
     json.dumps(flat)
+
+
+def test_hooks_queue_their_work_and_a_finished_run_is_logged_before_run_finished_returns(tracking_uri, tmp_path,
+                                                                                         monkeypatch):
+    """MLflow's cost stays off the training thread (imports, the store, slow servers) except at the end."""
+    from radassist.tracking.mlflow_observer import MLflowObserver
+
+    observer = MLflowObserver(tracking_uri, catalog=PROTOCOLS)
+    slow_start = observer._run_started
+
+    def slow(run, params):
+        time.sleep(1.0)  # a slow server, or mlflow's first import in a fresh training process
+        slow_start(run, params)
+
+    monkeypatch.setattr(observer, "_run_started", slow)
+    info = RunInfo("embedding", "embedding-async", started_by="admin.test")
+    t0 = time.perf_counter()
+    observer.run_started(info, {"epochs": 3})
+    for step in range(1, 4):
+        observer.step(info, step, 1.0 / step)
+    assert time.perf_counter() - t0 < 0.5  # the run went on meanwhile
+    head = tmp_path / "head"
+    head.mkdir()
+    (head / "head.json").write_text("{}")
+    observer.run_finished(info, {"top1": 0.5}, head, {"version": "embedding-async"})
+    c = client(tracking_uri)
+    run = c.get_run(observer.run_id("embedding", "embedding-async"))
+    assert run.info.status == "FINISHED" and run.data.metrics["top1"] == 0.5
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
