@@ -45,10 +45,9 @@ def main() -> int:
     from radassist.store import open_database
 
     app = create_application()
-    if args.engine in ("embedding", "llm"):
-        from radassist.gui.inference_worker import prewarm_engine_imports
-
-        prewarm_engine_imports()  # as the app does (radassist.gui.app.run_gui)
+    # As `radassist gui --demo --screenshot` (radassist.gui.app.run_gui without a sign-in dialog): the
+    # engine's imports start in the worker thread once the window is up. (With a sign-in dialog the app
+    # pre-imports torch while the user types the password, which only makes the engine ready sooner.)
     db = open_database(Path(tmp.name) / "bench.db")
     t_seed = time.perf_counter()
     seeded = seed_demo(db)

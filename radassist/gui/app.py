@@ -172,9 +172,6 @@ def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | No
 
         db_path = str(default_demo_db_path())
     app = create_application()
-    from radassist.gui.inference_worker import prewarm_engine_imports
-
-    prewarm_engine_imports()  # torch & co. load while the database opens and the user signs in
     db = open_database(db_path)
     if demo:
         from radassist.gui.demo import seed_demo
@@ -186,8 +183,13 @@ def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | No
     if screenshot:
         from radassist.gui.demo import DEMO_ACTOR
 
-        actor = DEMO_ACTOR  # non-interactive: no sign-in dialog
+        actor = DEMO_ACTOR  # non-interactive: no sign-in dialog; the engine loads once the window is shown
     else:
+        from radassist.gui.inference_worker import prewarm_engine_imports
+
+        # torch loads while the user types a password. Not earlier: importing it holds the interpreter
+        # lock most of the time, which would slow opening the database and building the window.
+        prewarm_engine_imports()
         actor = sign_in(db, demo)
     if actor is None:
         print("radassist: not signed in", file=sys.stderr)

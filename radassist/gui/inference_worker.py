@@ -51,12 +51,13 @@ def default_engine_factory(db, engine_name: str | None = None, fallback: bool = 
 
 
 def prewarm_engine_imports() -> threading.Thread:
-    """Import the engines' heavy modules (torch, transformers) in a background thread now.
+    """Import the engines' heavy modules (torch) in a background thread now.
 
-    Loading torch's extension holds the interpreter lock for about half a second, which stalls the
-    GUI thread once whatever thread does it. The app calls this before the sign-in dialog, so the
-    stall falls while the user types a password rather than while the worklist is in use, and the
-    engine's own load later finds the modules imported.
+    Importing torch takes seconds, most of them holding the interpreter lock (loading its
+    extension alone stalls every other thread for about half a second). The app calls this when
+    the sign-in dialog opens, so that the work falls while the user types a password rather than
+    while the window is being built or the worklist is in use, and the engine's own load later
+    finds the modules imported. (The embedding engine needs torch only, not transformers.)
     """
 
     def work():
@@ -64,7 +65,6 @@ def prewarm_engine_imports() -> threading.Thread:
             try:
                 import radassist.engine_factory  # noqa: F401
                 import radassist.engines.embedding  # noqa: F401  (torch, the MiniLM encoder)
-                from transformers import AutoTokenizer, BertModel  # noqa: F401  (lazy modules, resolved now)
             except Exception as exc:  # the worker reports a real failure when it builds the engine
                 log.info("pre-importing the engines failed: %s", _describe(exc))
 
