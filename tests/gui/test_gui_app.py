@@ -1,8 +1,8 @@
-"""Start-up pieces: the screenshot path of `radassist gui`, demo seeding, integrations, Qt import rule."""
+"""Start-up pieces: the screenshot path of `radassist gui`, demo seeding, integrations (the Qt import rule:
+tests/test_architecture.py and import-linter)."""
 from __future__ import annotations
 
 from support import DATA_DIR, REPO, TESTS_DIR  # noqa: F401
-import ast
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,6 @@ pytest.importorskip("PySide6")
 
 from support.gui import KeywordEngine, catalog_of, make_db, open_window  # noqa: E402
 
-ROOT = REPO
 
 
 def test_demo_seed_imports_realistic_orders(tmp_path):
@@ -54,20 +53,6 @@ def test_tool_actions_follow_permissions(qtbot, tmp_path):
     assert window.add_tool_action("Settings…", lambda: None, permission="settings.change") is None  # radiologist
     assert window.add_tool_action("Help page", lambda: None) is not None
     assert window.tools_menu.menuAction().isVisible()
-
-
-def test_only_the_gui_package_imports_pyside6():
-    offenders = []
-    for path in (ROOT / "radassist").rglob("*.py"):
-        if "gui" in path.relative_to(ROOT / "radassist").parts:
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            if any(n.split(".")[0] == "PySide6" for n in names):
-                offenders.append(str(path))
-    assert not offenders
 
 
 def test_demo_orders_are_not_copied_from_the_development_sets():
