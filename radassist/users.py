@@ -14,6 +14,7 @@ exception cannot undo the lockout count.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -399,22 +400,34 @@ def demo_users() -> list[DemoUser]:
     ]
 
 
-def seed_demo_users(session: Session) -> int:
+def missing_demo_users(session: Session) -> list[DemoUser]:
+    """The demo users this database does not have yet."""
+    return [user for user in demo_users() if _get(session, user.username) is None]
+
+
+def hash_demo_passwords(users_: Sequence[DemoUser]) -> dict[str, str]:
+    """Username -> argon2 hash of its demo password, computed side by side (argon2 releases the
+    interpreter lock, so this also runs beside other work, e.g. importing the demo orders)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(users_))) as pool:
+        return dict(zip((u.username for u in users_), pool.map(hash_password, [u.password for u in users_])))
+
+
+def seed_demo_users(session: Session, password_hashes: Mapping[str, str] | None = None) -> int:
     """Create the demo users that do not exist yet; returns how many were created.
 
     Their documented passwords contain the user name, so the policy is not applied to them:
-    demo databases only.
+    demo databases only. ``password_hashes`` (from :func:`hash_demo_passwords`) saves hashing here.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    missing = [user for user in demo_users() if _get(session, user.username) is None]
-    # argon2 releases the interpreter lock: the hashes (~0.25 s each) are computed side by side, and
-    # the window of a first demo start appears that much sooner.
-    with ThreadPoolExecutor(max_workers=max(1, len(missing))) as pool:
-        hashes = list(pool.map(hash_password, [user.password for user in missing]))
-    for user, password_hash in zip(missing, hashes):
+    missing = missing_demo_users(session)
+    hashes = dict(password_hashes or {})
+    todo = [user for user in missing if user.username not in hashes]
+    if todo:
+        hashes.update(hash_demo_passwords(todo))
+    for user in missing:
         _add(session, SYSTEM, user.username, user.password, user.role, user.full_name,
-             details={"demo": True}, policy=False, password_hash=password_hash)
+             details={"demo": True}, policy=False, password_hash=hashes[user.username])
     return len(missing)
 
 

@@ -142,9 +142,21 @@ class MainWindow(QMainWindow):
         self._models_timer.setInterval(max(poll_ms, 3000))
         self._models_timer.timeout.connect(self.check_active_models)
         self._models_timer.start()
+        # The worker starts once the window has painted: its thread imports torch and builds the engine,
+        # holding the interpreter lock most of the time, which made the first paint wait (~1.3 s). A window
+        # that is never shown (or paints late) starts it after FIRST_PAINT_WAIT_MS anyway.
+        self._start_worker_after_paint = start_worker
         if start_worker:
-            QTimer.singleShot(0, self.start_worker)
+            QTimer.singleShot(self.FIRST_PAINT_WAIT_MS, self.start_worker)
         QTimer.singleShot(0, self.open_first_todo)
+
+    FIRST_PAINT_WAIT_MS = 1000
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().paintEvent(event)
+        if self._start_worker_after_paint:
+            self._start_worker_after_paint = False
+            QTimer.singleShot(0, self.start_worker)  # after this paint pass has reached the screen
 
     # --- construction ---------------------------------------------------------------------------
     def _build_ui(self) -> None:
