@@ -38,13 +38,6 @@ def demo_records(now=None) -> list[dict]:
     return records
 
 
-def seed_demo_users(db) -> int:
-    from radassist import users
-
-    with db.session() as session:
-        return users.seed_demo_users(session)
-
-
 def seed_demo(db, *, force: bool = False) -> int:
     """Catalog, demo users and demo orders (only into a database without orders, unless ``force``).
 
@@ -63,14 +56,14 @@ def seed_demo(db, *, force: bool = False) -> int:
     # The demo users' password hashes (~0.25 s each, off the interpreter lock) are computed while the
     # orders import: a first demo start shows its window that much sooner.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        hashes = pool.submit(users.hash_demo_passwords, missing)
+        hashes = pool.submit(users.hash_demo_passwords, missing) if missing else None
         if not count or force:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "demo_orders.jsonl"
                 path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in demo_records()),
                                 encoding="utf-8")
                 imported = import_files(db, [path], actor=SYSTEM).imported
-        if missing:
+        if hashes is not None:
             with db.session() as session:
                 users.seed_demo_users(session, hashes.result())
     return imported

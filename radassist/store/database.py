@@ -31,13 +31,17 @@ def _alembic_config() -> Config:
 
 
 @functools.lru_cache(maxsize=1)
+def _script_directory() -> ScriptDirectory:
+    """The migration scripts (read once per process: they ship with the code)."""
+    return ScriptDirectory.from_config(_alembic_config())
+
+
 def _script_heads() -> frozenset[str]:
-    """The migration scripts' head revisions (read once per process: the scripts ship with the code)."""
-    return frozenset(ScriptDirectory.from_config(_alembic_config()).get_heads())
+    return frozenset(_script_directory().get_heads())
 
 
 def head_revision() -> str:
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head() or ""
+    return _script_directory().get_current_head() or ""
 
 
 BUSY_TIMEOUT_S = 30.0  # a writer waits this long for another process's transaction (all are short)

@@ -94,7 +94,7 @@ def test_bad_key_files_are_refused_and_audited(db, orders, feed_key, capsys, spo
         assert failure.username == "feed" and failure.details_dict["reason"] == spoil
 
 
-def test_import_as_a_user_with_a_password_file(db, orders, tmp_path, fast_hasher, capsys):
+def test_import_as_a_user_with_a_password_file(db, orders, tmp_path, capsys):
     with db.session() as s:
         users.create_user(s, SYSTEM, "rad1", "Tricky-Lemur-42", "radiologist")
         users.create_user(s, SYSTEM, "aud1", "Quiet-Otter-77", "auditor")
@@ -111,7 +111,7 @@ def test_import_as_a_user_with_a_password_file(db, orders, tmp_path, fast_hasher
     assert main(["import", str(orders), "--db", str(db.path), "--user", "rad1", "--password-file", str(pw)]) == 3
 
 
-def test_users_add_service_command(db, tmp_path, fast_hasher, monkeypatch, capsys):
+def test_users_add_service_command(db, tmp_path, monkeypatch, capsys):
     with db.session() as s:
         users.create_user(s, SYSTEM, "boss", "Grand-Piano-93", "admin")
     key = tmp_path / "svc.key"

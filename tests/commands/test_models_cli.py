@@ -19,7 +19,7 @@ ADMIN_PW = "Correct-Horse-42!"
 
 
 @pytest.fixture
-def admin_db(db, fast_hasher):
+def admin_db(db):
     from radassist import users
 
     with db.session() as session:

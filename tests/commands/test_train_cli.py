@@ -18,7 +18,7 @@ ADMIN_PW, RAD_PW = "Correct-Horse-42!", "Battery-Staple-77!"
 
 
 @pytest.fixture
-def users_db(db, fast_hasher):
+def users_db(db):
     from radassist import users
 
     with db.session() as session:

@@ -334,12 +334,9 @@ def test_cli_verify_exit_codes(filled, capsys):
 def test_cli_export_needs_auditor_or_admin(db, tmp_path, monkeypatch, capsys):
     import io
 
-    from argon2 import PasswordHasher
-
     from radassist import users
     from radassist.cli import main
 
-    monkeypatch.setattr(users, "HASHER", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
     with db.session() as s:
         users.bootstrap_admin(s, "boss", "Chief-Key-81")
         users.create_user(s, ADMIN_ACTOR, "aud", "Checker-Key-83", AUDITOR)

@@ -300,7 +300,7 @@ def test_refused_actions_are_audited_in_their_own_transaction(adb, tmp_path):
     assert verify(adb).ok
 
 
-def test_refused_cli_actions_are_audited(tmp_path, monkeypatch, capsys, fast_hasher):
+def test_refused_cli_actions_are_audited(tmp_path, monkeypatch, capsys):
     from radassist import users
     from radassist.cli import main
     from radassist.store import open_database

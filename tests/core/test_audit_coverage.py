@@ -59,7 +59,6 @@ REQUIRED = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("fast_hasher")
 
 
 def _dead_pid() -> int:

@@ -16,7 +16,6 @@ from radassist.access import AUDITOR, Actor
 ROOT = REPO
 
 
-pytestmark = pytest.mark.usefixtures("fast_hasher")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from radassist.access import ADMIN, AUDITOR, RADIOLOGIST, Actor, PermissionDenie
 from radassist.store.models import UserRow, utcnow
 
 
-pytestmark = pytest.mark.usefixtures("fast_hasher")
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ AUD = Actor("auditor", AUDITOR)
 ADM = Actor("admin", ADMIN)
 
 
-pytestmark = pytest.mark.usefixtures("fast_hasher")
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ ADM = Actor("admin", ADMIN)
 AUD = Actor("auditor", AUDITOR)
 
 
-pytestmark = pytest.mark.usefixtures("fast_hasher")
 
 
 @pytest.fixture
