@@ -43,27 +43,19 @@ def seed_demo(db, *, force: bool = False) -> int:
 
     Returns the number of orders imported.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from radassist import users
     from radassist.ingest import import_files
 
     with db.session() as session:
         ensure_catalog(session)
         count = order_count(session)
-        missing = users.missing_demo_users(session)
+        # The demo users' hashes ship with the code (users.demo_users): no ~1 s of hashing here.
+        users.seed_demo_users(session)
     imported = 0
-    # The demo users' password hashes (~0.25 s each, off the interpreter lock) are computed while the
-    # orders import: a first demo start shows its window that much sooner.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        hashes = pool.submit(users.hash_demo_passwords, missing) if missing else None
-        if not count or force:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "demo_orders.jsonl"
-                path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in demo_records()),
-                                encoding="utf-8")
-                imported = import_files(db, [path], actor=SYSTEM).imported
-        if hashes is not None:
-            with db.session() as session:
-                users.seed_demo_users(session, hashes.result())
+    if not count or force:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "demo_orders.jsonl"
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in demo_records()),
+                            encoding="utf-8")
+            imported = import_files(db, [path], actor=SYSTEM).imported
     return imported

@@ -17,6 +17,30 @@ def test_new_database_is_migrated_wal_and_private(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
+def test_head_revision_read_from_the_scripts_is_alembics_head():
+    """The at-head check at every start reads the scripts without Alembic; it must agree with Alembic."""
+    from alembic.script import ScriptDirectory
+
+    from radassist.store.database import _alembic_config, _script_heads
+
+    scripts = ScriptDirectory.from_config(_alembic_config())
+    assert _script_heads() == frozenset(scripts.get_heads())
+    assert head_revision() == scripts.get_current_head()
+
+
+def test_opening_a_database_at_the_head_does_not_import_alembic(tmp_path):
+    """Every start after the first: one query, no Alembic (its import alone costs ~0.25 s)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.db"
+    open_database(path).dispose()
+    code = ("import sys; from radassist.store import open_database; db = open_database(sys.argv[1]); "
+            "print(db.revision(), 'alembic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [head_revision(), "False"]
+
+
 def test_older_database_is_migrated_and_keeps_its_data(tmp_path):
     path = tmp_path / "old.db"
     old = open_database(path, revision="0001")

@@ -280,6 +280,26 @@ def test_demo_users_one_per_role_and_documented_passwords_work(db):
             assert users.authenticate(s, u.username, u.password).role == u.role
 
 
+@pytest.mark.real_hasher
+def test_shipped_demo_hashes_have_the_shipped_parameters_and_sign_in(db, monkeypatch):
+    """A new demo database takes the shipped hashes (no hashing at start) and they sign in; with other
+    hasher parameters (a change of policy) they are not used: the passwords are hashed afresh."""
+    from argon2 import PasswordHasher
+
+    for u in users.demo_users():
+        assert u.password_hash and not users.HASHER.check_needs_rehash(u.password_hash)
+        assert users.HASHER.verify(u.password_hash, u.password)
+    assert users.hash_demo_passwords(users.demo_users()) == {u.username: u.password_hash for u in users.demo_users()}
+    with db.session() as s:
+        users.seed_demo_users(s)
+    with db.session() as s:
+        assert users.authenticate(s, "rad", "rad-demo-1").role == RADIOLOGIST
+    stronger = PasswordHasher(time_cost=4, memory_cost=1024, parallelism=1)
+    monkeypatch.setattr(users, "HASHER", stronger)
+    fresh = users.hash_demo_passwords(users.demo_users()[:1])
+    assert fresh["rad"] != users.demo_users()[0].password_hash and stronger.verify(fresh["rad"], "rad-demo-1")
+
+
 # --- each role's allowed and refused actions on the core services ---------------------------
 
 def _decide(db, actor):
