@@ -184,13 +184,15 @@ def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | No
         from radassist.gui.demo import DEMO_ACTOR
 
         actor = DEMO_ACTOR  # non-interactive: no sign-in dialog; the engine loads once the window is shown
+        factory = None  # the engine process starts once the window is shown
     else:
-        from radassist.gui.inference_worker import prewarm_engine_imports
+        from radassist.gui.inference_worker import prestarted_engine_factory
 
-        # torch loads while the user types a password. Not earlier: importing it holds the interpreter
-        # lock most of the time, which would slow opening the database and building the window.
-        prewarm_engine_imports()
+        # The model loads (in its own process) while the user types a password.
+        factory = prestarted_engine_factory(db, engine)
         actor = sign_in(db, demo)
+        if actor is None or not actor.can("order.view"):
+            factory.close_unused()
     if actor is None:
         print("radassist: not signed in", file=sys.stderr)
         return 2
@@ -203,7 +205,7 @@ def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | No
     if screenshot:  # a reproducible layout, not the user's saved one
         tmp = tempfile.TemporaryDirectory()
         ui_settings = QSettings(os.path.join(tmp.name, "ui.ini"), QSettings.Format.IniFormat)
-    factory = default_engine_factory(db, engine) if engine else None
+        factory = default_engine_factory(db, engine)
     if not screenshot:
         if not actor.can("order.view"):  # an auditor: the audit log only
             try:

@@ -9,6 +9,7 @@ condition, never blocking on the model) and listens to its signals (queued acros
 """
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QThread, Signal
 
+from radassist.engine_process import EngineProcess, EngineProcessCancelled, EngineProcessExited
 from radassist.engines.base import SuggestionEngine
 from radassist.worklist import save_prediction, todo_order_ids
 from radassist.worklist_queries import orders_to_predict
@@ -35,42 +37,42 @@ ENGINE_BUILD_LOCK = threading.Lock()
 
 def default_engine_factory(db, engine_name: str | None = None, fallback: bool = True
                            ) -> Callable[[], SuggestionEngine | tuple[SuggestionEngine, str | None]]:
-    """The site's engine via radassist.engine_factory (with the embedding fallback when ``fallback``).
+    """The site's engine via radassist.engine_factory (with the embedding fallback when ``fallback``),
+    in a process of its own (radassist.engine_process): the model's imports and Python never hold
+    this process's interpreter lock, so the GUI thread does not stall while it loads or computes.
 
     The factory may return ``(engine, reason)``: the reason (why the fallback engine is used) is
     shown in the status bar.
     """
 
     def factory():
-        import radassist.engine_factory as engines  # heavy imports happen here, in the worker thread
+        from radassist.engine_process import EngineProcess, site_engine
 
-        engine, reason = engines.create_site_engine(db, engine_name, fallback=fallback)
-        return (engine, reason) if fallback else engine
+        # started, not waited for: the worker waits (and gives up when it is stopped meanwhile)
+        return EngineProcess(functools.partial(site_engine, str(db.path), engine_name, fallback), wait=False)
 
     return factory
 
 
-def prewarm_engine_imports() -> threading.Thread:
-    """Import the engines' heavy modules (torch) in a background thread now.
+def prestarted_engine_factory(db, engine_name: str | None = None):
+    """`default_engine_factory`, with the first engine process started now (the app calls this when
+    the sign-in dialog opens, so that the model loads while the user types the password); later calls
+    of the factory (a restart after a settings change) start new processes. ``close_unused()`` ends
+    the first one if no worker took it (sign-in cancelled, an auditor)."""
+    from radassist.engine_process import EngineProcess, site_engine
 
-    Importing torch takes seconds, most of them holding the interpreter lock (loading its
-    extension alone stalls every other thread for about half a second). The app calls this when
-    the sign-in dialog opens, so that the work falls while the user types a password rather than
-    while the window is being built or the worklist is in use, and the engine's own load later
-    finds the modules imported. (The embedding engine needs torch only, not transformers.)
-    """
+    later = default_engine_factory(db, engine_name)
+    pending = [EngineProcess(functools.partial(site_engine, str(db.path), engine_name, True), wait=False)]
 
-    def work():
-        with ENGINE_BUILD_LOCK:
-            try:
-                import radassist.engine_factory  # noqa: F401
-                import radassist.engines.embedding  # noqa: F401  (torch, the MiniLM encoder)
-            except Exception as exc:  # the worker reports a real failure when it builds the engine
-                log.info("pre-importing the engines failed: %s", _describe(exc))
+    def factory():
+        return pending.pop() if pending else later()
 
-    thread = threading.Thread(target=work, name="prewarm-engine-imports", daemon=True)
-    thread.start()
-    return thread
+    def close_unused():
+        while pending:
+            pending.pop().close()
+
+    factory.close_unused = close_unused  # type: ignore[attr-defined]
+    return factory
 
 
 def _leave_a_core_for_the_gui() -> None:
@@ -98,7 +100,7 @@ class InferenceWorker(QThread):
 
     def __init__(self, db, engine_factory: Callable[[], SuggestionEngine] | None = None,
                  fallback_factory: Callable[[], SuggestionEngine] | None = None, batch_size: int = 4,
-                 build_after: threading.Event | None = None, parent=None):
+                 build_after: threading.Event | None = None, built: threading.Event | None = None, parent=None):
         super().__init__(parent)
         self.setObjectName("InferenceWorker")
         self._db = db
@@ -106,6 +108,7 @@ class InferenceWorker(QThread):
         self._fallback = fallback_factory
         self._batch_size = max(1, batch_size)
         self._build_after = build_after  # another engine (the quick one) is built first
+        self._built = built  # set once this worker's engine is built (or failed to): another waits on it
         self._cond = threading.Condition()
         self._urgent: deque[int] = deque()
         self._queue: deque[int] = deque()
@@ -116,6 +119,7 @@ class InferenceWorker(QThread):
         self.engine: SuggestionEngine | None = None
         self.model_id: str | None = None
         self.computed = 0
+        self._engine_lost = False
 
     # --- called from the GUI thread -----------------------------------------------------------
     def request(self, order_id: int) -> None:
@@ -140,6 +144,10 @@ class InferenceWorker(QThread):
             self._stop = True
             self._cond.notify_all()
 
+    def _stopping(self) -> bool:
+        with self._cond:
+            return self._stop
+
     def pending(self) -> int:
         with self._cond:
             return len(self._urgent) + len(self._queue)
@@ -147,7 +155,11 @@ class InferenceWorker(QThread):
     # --- the thread -----------------------------------------------------------------------------
     def run(self) -> None:  # noqa: C901 - one loop, kept in one place
         self.state_changed.emit(LOADING, "loading model…")
-        engine = self._load()
+        try:
+            engine = self._load()
+        finally:
+            if self._built is not None:
+                self._built.set()
         if engine is None:
             return
         _leave_a_core_for_the_gui()
@@ -177,11 +189,16 @@ class InferenceWorker(QThread):
                             batch.append(order_id)
                     urgent = False
             if batch:
-                self._process(batch, urgent)
+                if not self._process(batch, urgent):
+                    break
                 with self._cond:
                     remaining = len(self._urgent) + len(self._queue)
                 self.progress.emit(self.computed, remaining)
-        self.state_changed.emit(STOPPED, "")
+        close = getattr(engine, "close", None)  # an engine process ends with its worker
+        if close is not None:
+            close()
+        if not self._engine_lost:
+            self.state_changed.emit(STOPPED, "")
 
     def _load(self) -> SuggestionEngine | None:
         if self._build_after is not None:
@@ -189,11 +206,17 @@ class InferenceWorker(QThread):
         try:
             with ENGINE_BUILD_LOCK:
                 engine = self._factory()
+                if isinstance(engine, EngineProcess):  # started: its model loads in the child meanwhile
+                    engine = engine.wait_ready(cancelled=self._stopping)
+                    engine = (engine, engine.reason)
             if isinstance(engine, tuple):
                 engine, reason = engine
                 if reason:
                     self.failed.emit(f"Using the fallback engine: {reason}")
             return engine
+        except EngineProcessCancelled:  # stopped while loading (the window closed, the engine restarted)
+            self.state_changed.emit(STOPPED, "")
+            return None
         except Exception as exc:  # the app goes on: fallback engine if there is one
             log.warning("engine failed to load: %s", traceback.format_exc())
             message = f"Engine failed to load: {_describe(exc)}"
@@ -223,7 +246,8 @@ class InferenceWorker(QThread):
             self._queue = deque(i for i in ids if i not in self._seen and i not in self._failed)
             self.progress.emit(self.computed, len(self._queue) + len(self._urgent))
 
-    def _process(self, order_ids: list[int], urgent: bool) -> None:
+    def _process(self, order_ids: list[int], urgent: bool) -> bool:
+        """Suggestions for these orders; False when the engine is gone (the worker ends)."""
         engine = self.engine
         assert engine is not None
         try:
@@ -234,11 +258,18 @@ class InferenceWorker(QThread):
                 self.prediction_ready.emit(order_id, cached)
         except Exception as exc:
             self.failed.emit(f"Could not read orders: {_describe(exc)}")
-            return
+            return True
         if not todo:
-            return
+            return True
         try:
             results = self._predict([o for _, o in todo])
+        except EngineProcessExited as exc:  # nothing more will come from this engine
+            self._engine_lost = True
+            message = f"The suggestion engine stopped: {exc}"
+            log.warning("%s", message)
+            self.failed.emit(message)
+            self.state_changed.emit(ERROR, message)
+            return False
         except Exception as exc:
             if len(todo) == 1:
                 self._fail(todo[0], exc)
@@ -259,11 +290,12 @@ class InferenceWorker(QThread):
                     save_prediction(session, order_id, prediction)
         except Exception as exc:
             self.failed.emit(f"Could not save suggestions: {_describe(exc)}")
-            return
+            return True
         for order_id, prediction in done:  # committed: now the GUI may show them
             self._mark_seen(order_id)
             self.computed += 1
             self.prediction_ready.emit(order_id, prediction)
+        return True
 
     def _predict(self, orders):
         start = time.perf_counter()

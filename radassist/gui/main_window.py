@@ -11,6 +11,8 @@ Integration points for other panels (login, audit viewer, settings, retraining):
 """
 from __future__ import annotations
 
+import gc
+
 import logging
 import threading
 from collections.abc import Callable
@@ -86,6 +88,19 @@ def patient_label(entry: WorklistEntry | None, fallback: str = "") -> str:
     return f"{entry.patient_name} ({entry.accession})" if entry.patient_name else entry.accession
 
 
+_STARTUP_FROZEN = False
+
+
+def _freeze_startup_objects() -> None:
+    """Once per process, at the first paint: the objects alive now (modules, SQLAlchemy's and Qt's
+    wrappers, the catalog) go to the garbage collector's permanent generation. A full collection
+    otherwise walks all of them and stalled the GUI thread for 70-80 ms (bench_gui, BENCH_STACKS=1)."""
+    global _STARTUP_FROZEN
+    if not _STARTUP_FROZEN:
+        _STARTUP_FROZEN = True
+        gc.freeze()  # no collection first: it would be the very pause this avoids (start-up leaves little garbage)
+
+
 class MainWindow(QMainWindow):
     signed_out = Signal()
     closing = Signal()                # the window is closing (quit): the app records the sign-out
@@ -113,6 +128,7 @@ class MainWindow(QMainWindow):
         self._quick_factory = quick_engine_factory
         self.quick_worker: InferenceWorker | None = None
         self.quick_model_id = ""
+        self._queued: dict[str, int] = {}  # orders each worker ("main", "quick") still has to compute
         self.current_order_id: int | None = None
         self.worker: InferenceWorker | None = None
         self._old_workers: list[InferenceWorker] = []
@@ -156,6 +172,7 @@ class MainWindow(QMainWindow):
         super().paintEvent(event)
         if self._start_worker_after_paint:
             self._start_worker_after_paint = False
+            _freeze_startup_objects()
             QTimer.singleShot(0, self.start_worker)  # after this paint pass has reached the screen
 
     # --- construction ---------------------------------------------------------------------------
@@ -433,19 +450,10 @@ class MainWindow(QMainWindow):
     def start_worker(self) -> None:
         if self.worker is not None:
             return
-        quick_factory = None
         quick_built: threading.Event | None = None
         if self._quick_factory is not None and self.quick_worker is None and self.engine_state != READY:
             # the quick engine is built first (seconds), then the slow one: builds take turns
             quick_built = threading.Event()
-            inner_quick, built = self._quick_factory, quick_built
-
-            def quick_factory():
-                try:
-                    return inner_quick()
-                finally:
-                    built.set()
-
         worker = InferenceWorker(self.db, self._engine_factory, build_after=quick_built)
         worker.state_changed.connect(self._on_engine_state)
         worker.engine_ready.connect(self._on_engine_ready)
@@ -456,17 +464,18 @@ class MainWindow(QMainWindow):
         if self.current_order_id is not None:
             worker.request(self.current_order_id)
         worker.start()
-        self._start_loading_indicator()
-        if quick_factory is not None:
-            quick = InferenceWorker(self.db, quick_factory)
+        if quick_built is not None:
+            quick = InferenceWorker(self.db, self._quick_factory, built=quick_built)
             quick.engine_ready.connect(self._on_quick_ready)
             quick.prediction_ready.connect(self._on_quick_prediction)
             quick.failed.connect(lambda m: log.warning("quick engine: %s", m))
+            quick.progress.connect(self._on_quick_progress)
             self.quick_worker = quick
             if self.current_order_id is not None:
                 quick.request(self.current_order_id)
             quick.start()
             self.order_view.set_engine_status(None, self.engine_name)
+        self._start_loading_indicator()  # after the quick worker exists: its text is final from the start
 
     def _start_loading_indicator(self) -> None:
         self._load_clock.start()
@@ -475,10 +484,19 @@ class MainWindow(QMainWindow):
         self.load_label.setVisible(True)
         self._load_timer.start()
 
+    def _loading_text(self, seconds: int) -> str:
+        quick = " · quick suggestions meanwhile" if self.quick_worker is not None else ""
+        return f"Loading the {self.engine_name} model… {seconds} s{quick}"
+
     def _update_loading(self) -> None:
         seconds = int(self._load_clock.elapsed() / 1000) if self._load_clock.isValid() else 0
-        quick = " · quick suggestions meanwhile" if self.quick_worker is not None else ""
-        self.load_label.setText(f"Loading the {self.engine_name} model… {seconds} s{quick}")
+        text = self._loading_text(seconds)
+        # Wide enough for 999 s from the start: a label that grows re-lays out the whole window, which
+        # repaints the worklist (~60 ms on the GUI thread).
+        width = self.load_label.fontMetrics().horizontalAdvance(self._loading_text(999)) + 8
+        if self.load_label.minimumWidth() < width:
+            self.load_label.setMinimumWidth(width)
+        self.load_label.setText(text)
 
     def _stop_loading_indicator(self) -> None:
         self._load_timer.stop()
@@ -489,11 +507,15 @@ class MainWindow(QMainWindow):
         quick, self.quick_worker = self.quick_worker, None
         if quick is None:
             return
-        for signal in (quick.engine_ready, quick.prediction_ready, quick.failed):
+        for signal in (quick.engine_ready, quick.prediction_ready, quick.failed, quick.progress):
             signal.disconnect()
+        self._queued.pop("quick", None)
         quick.stop()
         self._old_workers.append(quick)
         quick.finished.connect(lambda: self._old_workers.remove(quick) if quick in self._old_workers else None)
+
+    def _on_quick_progress(self, computed: int, queued: int) -> None:
+        self._note_queued("quick", queued)
 
     def _on_quick_ready(self, name: str, version: str, device: str, model_id: str) -> None:
         self.quick_model_id = model_id
@@ -596,7 +618,7 @@ class MainWindow(QMainWindow):
         self._stop_loading_indicator()
         self._stop_quick_worker()  # the running engine takes over; its suggestions replace the quick ones
         self.order_view.set_engine_status(model_id, "")
-        self.model.set_model_version(model_id)
+        self.model.set_model_version(model_id, reload=False)  # the worker reports every to-do order's
         if self.current_order_id is not None:
             pred = self.order_view.prediction
             if pred is None or pred.model != model_id:
@@ -607,8 +629,15 @@ class MainWindow(QMainWindow):
         if order_id == self.current_order_id:
             self.order_view.set_prediction(prediction)
 
+    def _note_queued(self, worker: str, queued: int) -> None:
+        """While a worker works, its saves need no worklist reload: it hands each suggestion over itself."""
+        self._queued[worker] = queued
+        if not queued:
+            self.model.absorb_own_suggestions()
+        self.model.own_suggestions = any(self._queued.values())
+
     def _on_progress(self, computed: int, queued: int) -> None:
-        self.model.own_suggestions = bool(queued)  # while it works, its saves need no worklist reload
+        self._note_queued("main", queued)
         self.progress_label.setText(f"Suggestions: {queued} queued" if queued else
                                     "Suggestions: all computed" if computed else "")
 

@@ -105,6 +105,8 @@ class WorklistModel(QAbstractTableModel):
         self.model_version: str | None = None
         self.own_suggestions = False  # the app's worker is computing suggestions (it reports each one)
         self.confidence_threshold = 0.5
+        self._cells: dict[int, tuple] = {}  # order id -> (entry, threshold, tick, cells): see data()
+        self._ticks = 0
         self._bold = QFont()
         self._bold.setBold(True)
         self._poll = QTimer(self)
@@ -235,12 +237,31 @@ class WorklistModel(QAbstractTableModel):
         self.polled.emit(added)
         return True
 
-    def set_model_version(self, version: str | None) -> None:
+    def absorb_own_suggestions(self) -> None:
+        """A worker of this app has handed every suggestion it saved to `set_prediction`: take the
+        database's suggestions as seen, so that the next poll does not re-read (and repaint) the
+        whole worklist for them. Changes to orders or decisions still reload."""
+        if self._db is None or self._signature is None:
+            return
+        try:
+            with self._db.session() as session:
+                signature = database_signature(session)
+        except Exception:  # a busy database: the next poll reloads, which is only slower
+            return
+        if signature[:ORDER_PART] == self._signature[:ORDER_PART]:
+            self._signature = signature
+
+    def set_model_version(self, version: str | None, reload: bool = True) -> None:
+        """The engine whose suggestions the worklist prefers. ``reload=False`` when its worker is about
+        to hand over every order's suggestion anyway (stored or new): re-reading the whole worklist on
+        the GUI thread the moment the engine is ready was its longest stall (~55 ms)."""
         if version != self.model_version:
             self.model_version = version
-            self.reload()
+            if reload:
+                self.reload()
 
     def _tick(self) -> None:
+        self._ticks += 1  # waiting times changed: cached cells are stale
         if self._entries:
             self.dataChanged.emit(self.index(0, COL_WAITING), self.index(len(self._entries) - 1, COL_WAITING),
                                   [Qt.ItemDataRole.DisplayRole])
@@ -262,19 +283,48 @@ class WorklistModel(QAbstractTableModel):
                 return int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         return None
 
+    _ITEM_FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+
     def flags(self, index):
         if not index.isValid():
             return Qt.ItemFlag.NoItemFlags
-        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemNeverHasChildren
+        return self._ITEM_FLAGS
 
     def _needs_review(self, e: WorklistEntry) -> bool:
         return e.confidence is not None and (bool(e.review_reason) or e.confidence < self.confidence_threshold)
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or not (0 <= index.row() < len(self._entries)):
+        """Answered from a per-row cache: painting the worklist asks ~6 roles of every visible cell
+        (1,500 calls for a full repaint), and computing them each time made a full repaint ~55 ms of the
+        GUI thread. A row's cells are computed again when its entry object, the confidence threshold
+        or the waiting-time tick changes (entries are immutable: a change replaces the object)."""
+        row = index.row()
+        if not (0 <= row < len(self._entries)) or not index.isValid():
             return None
-        e = self._entries[index.row()]
-        col = index.column()
+        e = self._entries[row]
+        cached = self._cells.get(e.id)
+        if cached is None or cached[0] is not e or cached[1] != self.confidence_threshold \
+                or cached[2] != self._ticks:
+            cached = (e, self.confidence_threshold, self._ticks, self._row_cells(e))
+            self._cells[e.id] = cached
+        return cached[3][index.column()].get(role)
+
+    _CACHED_ROLES = (Qt.ItemDataRole.DisplayRole, ENTRY_ROLE, SORT_ROLE, FLAGS_ROLE, Qt.ItemDataRole.ToolTipRole,
+                     Qt.ItemDataRole.BackgroundRole, Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.FontRole,
+                     Qt.ItemDataRole.TextAlignmentRole)
+
+    def _row_cells(self, e: WorklistEntry) -> list[dict]:
+        cells = []
+        for col in range(len(HEADERS)):
+            values = {}
+            for role in self._CACHED_ROLES:
+                value = self._cell(e, col, role)
+                if value is not None:
+                    values[role] = value
+            cells.append(values)
+        return cells
+
+    def _cell(self, e: WorklistEntry, col: int, role):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(e, col)
         if role == ENTRY_ROLE:

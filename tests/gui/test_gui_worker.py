@@ -108,3 +108,46 @@ def test_status_bar_shows_engine_version_device_and_state(qtbot, tmp_path):
     assert "keyword" in text and "test-1" in text and "cpu" in text and "ready" in text
     assert "dr.test" in window.user_label.text()
     wait_all_suggested(qtbot, window)
+
+
+@pytest.mark.slow  # a second process loading MiniLM: seconds (make test runs it)
+def test_the_sites_engine_runs_in_a_process_of_its_own_and_ends_with_the_window(qtbot, tmp_path):
+    """The app's default engine: built and run in a child process (its imports and Python never hold
+    the GUI process's interpreter lock); closing the window ends it."""
+    import os
+
+    from radassist.engine_process import EngineProcess
+    from radassist.gui.inference_worker import default_engine_factory
+
+    db = make_db(tmp_path)
+    window = open_window(qtbot, db, tmp_path, engine=default_engine_factory(db, "embedding"))
+    wait_all_suggested(qtbot, window, timeout=120000)
+    engine = window.worker.engine
+    assert isinstance(engine, EngineProcess) and engine.pid != os.getpid() and engine.alive
+    assert window.engine_info["model_id"].startswith("embedding/")
+    assert window.order_view.prediction is not None and window.order_view.prediction.model == engine.model_id
+    window.close()
+    qtbot.waitUntil(lambda: not engine.alive, timeout=10000)
+
+
+def test_an_engine_process_that_dies_is_reported_and_the_app_stays_usable(qtbot, tmp_path):
+    import functools
+    import os
+    import signal
+
+    from radassist.engine_process import EngineProcess
+
+    db = make_db(tmp_path, MANY)
+    catalog = catalog_of(db)
+    window = open_window(qtbot, db, tmp_path,
+                         engine=lambda: EngineProcess(functools.partial(KeywordEngine, catalog, delay_s=0.05)))
+    qtbot.waitUntil(lambda: window.worker is not None and window.worker.computed >= 4, timeout=30000)
+    os.kill(window.worker.engine.pid, signal.SIGKILL)  # out of memory, or killed by someone
+    qtbot.waitUntil(lambda: window.engine_state == "error", timeout=10000)
+    assert "engine stopped" in window.last_error and "killed" in window.last_error
+    assert "error" in window.engine_label.text()
+    waiting = next(e for e in window.model.entries() if e.status == "todo" and not e.suggestion_code)
+    window.open_order(waiting.id)
+    window.order_view.start_search("knee")
+    qtbot.keyClick(window.order_view.search, Qt.Key.Key_Return)
+    assert window.model.entry_by_id(waiting.id).status == "done"
