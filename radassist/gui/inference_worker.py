@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 LOADING, READY, ERROR, STOPPED = "loading", "ready", "error", "stopped"
 
-# Engines are built one at a time: transformers' lazy imports are not thread-safe (two threads importing
-# it at once can fail with "package missing"), so the pre-import, the quick engine and the site engine
-# take turns. Only building waits on it; computing suggestions never does.
+# Engines are built one at a time: the quick engine, then the site engine (in-thread engines: transformers'
+# lazy imports are not thread-safe; engine processes: the first one's suggestions come sooner when it
+# does not share the cores). Only building waits on it; computing suggestions never does.
 ENGINE_BUILD_LOCK = threading.Lock()
 
 

@@ -158,9 +158,9 @@ class MainWindow(QMainWindow):
         self._models_timer.setInterval(max(poll_ms, 3000))
         self._models_timer.timeout.connect(self.check_active_models)
         self._models_timer.start()
-        # The worker starts once the window has painted: its thread imports torch and builds the engine,
-        # holding the interpreter lock most of the time, which made the first paint wait (~1.3 s). A window
-        # that is never shown (or paints late) starts it after FIRST_PAINT_WAIT_MS anyway.
+        # The worker starts once the window has painted: it starts the engine process (which competes for
+        # the cores while it loads) and reads the to-do list. A window that is never shown (or paints late)
+        # starts it after FIRST_PAINT_WAIT_MS anyway.
         self._start_worker_after_paint = start_worker
         if start_worker:
             QTimer.singleShot(self.FIRST_PAINT_WAIT_MS, self.start_worker)
