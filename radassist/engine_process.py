@@ -15,6 +15,7 @@ released, so the window keeps its 10 ms heartbeat whatever the model does.
   at a lower CPU priority (``nice`` 10): when the cores are busy, the GUI thread runs first.
 - A child whose parent is gone (the app quit without stopping it) exits within a second.
 
+POSIX only (a descriptor passed to the child); `supported()` says whether this platform has it.
 No Qt here: the GUI's inference worker and any other long-lived caller can use it.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -54,6 +56,11 @@ class EngineProcessExited(EngineError):
 
 class EngineProcessCancelled(EngineProcessExited):
     """The engine process was ended while it loaded, because its caller stopped waiting."""
+
+
+def supported() -> bool:
+    """Whether engines can run in a process of their own here (POSIX: the socket is passed by descriptor)."""
+    return os.name == "posix"
 
 
 def default_torch_threads() -> int:
@@ -141,10 +148,16 @@ def _start_child(factory: Callable[[], Any], torch_threads: int | None, nice: in
     Not multiprocessing's spawn: that re-imports the parent's ``__main__`` in the child (a script
     without an ``if __name__ == "__main__"`` guard would start the app again); here the child imports
     only radassist and what the factory needs. It gets this process's ``sys.path`` (tests, plugins)."""
+    import radassist
+
+    # radassist itself must import before the child has our sys.path (a source checkout, not installed)
+    package_root = str(Path(radassist.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     ours, theirs = socket.socketpair()
     try:
         code = "from radassist.engine_process import child_main; child_main()"
-        process = subprocess.Popen([sys.executable, "-c", code, str(theirs.fileno())],
+        process = subprocess.Popen([sys.executable, "-c", code, str(theirs.fileno())], env=env,
                                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
     except BaseException:
         ours.close()
@@ -284,4 +297,4 @@ class EngineProcess(SuggestionEngine):
         return f"the engine process {how}"
 
 
-__all__ = ["EngineProcess", "EngineProcessCancelled", "EngineProcessError", "EngineProcessExited", "default_torch_threads", "site_engine"]
+__all__ = ["EngineProcess", "EngineProcessCancelled", "EngineProcessError", "EngineProcessExited", "default_torch_threads", "site_engine", "supported"]

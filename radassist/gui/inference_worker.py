@@ -1,6 +1,7 @@
-"""The one thread that owns the suggestion engine.
+"""The one thread that drives the suggestion engine.
 
-The engine is created *inside* the thread (loading a model is slow), then the worker computes
+The engine is created from the worker's thread (loading a model is slow): the site's engine in a
+process of its own (radassist.engine_process), a test's engine in this thread. Then the worker computes
 suggestions for every to-do order in worklist order and caches them in the database
 (``worklist.save_prediction``, its own session). A request for a specific order (the one the
 radiologist just opened) jumps the queue. Errors are emitted and the worker carries on. The
@@ -46,10 +47,13 @@ def default_engine_factory(db, engine_name: str | None = None, fallback: bool = 
     """
 
     def factory():
-        from radassist.engine_process import EngineProcess, site_engine
+        from radassist import engine_process
 
+        if not engine_process.supported():  # no descriptor passing: the engine runs in this thread
+            return engine_process.site_engine(str(db.path), engine_name, fallback)
         # started, not waited for: the worker waits (and gives up when it is stopped meanwhile)
-        return EngineProcess(functools.partial(site_engine, str(db.path), engine_name, fallback), wait=False)
+        return engine_process.EngineProcess(
+            functools.partial(engine_process.site_engine, str(db.path), engine_name, fallback), wait=False)
 
     return factory
 
@@ -59,10 +63,11 @@ def prestarted_engine_factory(db, engine_name: str | None = None):
     the sign-in dialog opens, so that the model loads while the user types the password); later calls
     of the factory (a restart after a settings change) start new processes. ``close_unused()`` ends
     the first one if no worker took it (sign-in cancelled, an auditor)."""
-    from radassist.engine_process import EngineProcess, site_engine
+    from radassist.engine_process import EngineProcess, site_engine, supported
 
     later = default_engine_factory(db, engine_name)
-    pending = [EngineProcess(functools.partial(site_engine, str(db.path), engine_name, True), wait=False)]
+    pending = [EngineProcess(functools.partial(site_engine, str(db.path), engine_name, True), wait=False)
+               ] if supported() else []
 
     def factory():
         return pending.pop() if pending else later()
