@@ -2,8 +2,9 @@
 
 Why: importing torch and the engines' own Python (tokenising, the flag assessment's regular
 expressions) hold the interpreter lock. In the app's process they stall the GUI thread: bench_gui
-measured 130-340 ms at model load and 50-60 ms while computing. Here a child interpreter builds the engine and answers over a pipe; the app's worker thread waits on the pipe with the lock
-released, so the window keeps its 10 ms heartbeat whatever the model does.
+measured 130-340 ms at model load and 50-60 ms while computing. Here a helper process
+(`radassist.child_process`) builds the engine and answers over a socket; the app's worker thread waits
+on it with the lock released, so the window keeps its 10 ms heartbeat whatever the model does.
 
 - The child builds the engine from a picklable factory (``site_engine``: the site database's engine,
   exactly `engine_factory.create_site_engine`, fallback included), then serves ``predict_batch`` and
@@ -22,17 +23,14 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import socket
 import subprocess
 import sys
 import threading
 import time
-from multiprocessing.connection import Connection
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from radassist import child_process
 from radassist.domain import Order, Prediction, Protocol
 from radassist.engines.base import EngineError, SuggestionEngine
 
@@ -58,9 +56,7 @@ class EngineProcessCancelled(EngineProcessExited):
     """The engine process was ended while it loaded, because its caller stopped waiting."""
 
 
-def supported() -> bool:
-    """Whether engines can run in a process of their own here (POSIX: the socket is passed by descriptor)."""
-    return os.name == "posix"
+supported = child_process.supported
 
 
 def default_torch_threads() -> int:
@@ -83,26 +79,12 @@ def site_engine(db_path: str, engine: str | None = None, fallback: bool = True
         db.dispose()
 
 
-def _describe(exc: BaseException) -> tuple[str, str]:
-    text = str(exc).strip()
-    return type(exc).__name__, text.splitlines()[0] if text else ""
+_describe = child_process.describe
 
 
-def _exit_when_orphaned(parent_pid: int) -> None:
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent_pid:
-            os._exit(0)
-
-
-def _serve(conn, factory: Callable[[], Any], torch_threads: int | None, parent_pid: int, nice: int) -> None:
+def _serve(conn, payload: tuple[Callable[[], Any], int | None]) -> None:
     """The child's main loop: build, report, then answer requests until told to stop."""
-    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
-    if nice:
-        try:
-            os.nice(nice)  # the app's GUI thread gets a core first whenever both want one
-        except (AttributeError, OSError):  # not POSIX, or not allowed
-            pass
+    factory, torch_threads = payload
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -142,52 +124,6 @@ def _serve(conn, factory: Callable[[], Any], torch_threads: int | None, parent_p
             conn.send(("error", *_describe(exc)))
 
 
-def _start_child(factory: Callable[[], Any], torch_threads: int | None, nice: int):
-    """A new interpreter running `child_main`, and our end of a socket pair to it.
-
-    Not multiprocessing's spawn: that re-imports the parent's ``__main__`` in the child (a script
-    without an ``if __name__ == "__main__"`` guard would start the app again); here the child imports
-    only radassist and what the factory needs. It gets this process's ``sys.path`` (tests, plugins)."""
-    import radassist
-
-    # radassist itself must import before the child has our sys.path (a source checkout, not installed)
-    package_root = str(Path(radassist.__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-    ours, theirs = socket.socketpair()
-    try:
-        code = "from radassist.engine_process import child_main; child_main()"
-        process = subprocess.Popen([sys.executable, "-c", code, str(theirs.fileno())], env=env,
-                                   pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
-    except BaseException:
-        ours.close()
-        raise
-    finally:
-        theirs.close()
-    conn = Connection(ours.detach())
-    try:
-        conn.send((list(sys.path), torch_threads, os.getpid(), nice))
-        conn.send_bytes(pickle.dumps(factory))
-    except BaseException:
-        process.kill()
-        conn.close()
-        raise
-    return process, conn
-
-
-def child_main() -> None:
-    """The engine process's entry point (``python -c ...`` with the socket's descriptor)."""
-    conn = Connection(int(sys.argv[1]))
-    sys_path, torch_threads, parent_pid, nice = conn.recv()
-    sys.path[:] = [p for p in sys_path if p] + [p for p in sys.path if p not in sys_path]
-    try:
-        factory = pickle.loads(conn.recv_bytes())  # imports the factory's modules, with the parent's path
-    except Exception as exc:  # noqa: BLE001 - reported to the parent
-        conn.send(("error", *_describe(exc)))
-        return
-    _serve(conn, factory, torch_threads, parent_pid, nice)
-
-
 class EngineProcess(SuggestionEngine):
     """A `SuggestionEngine` whose model lives in a child process; calls block until it answers.
 
@@ -200,7 +136,7 @@ class EngineProcess(SuggestionEngine):
         self._lock = threading.Lock()
         self._ready = False
         self._start_timeout_s = start_timeout_s
-        self._process, self._conn = _start_child(factory, torch_threads, nice)
+        self._process, self._conn = child_process.start_child(_serve, (factory, torch_threads), nice=nice)
         self.pid: int | None = self._process.pid
         self.reason: str | None = None
         if wait:

@@ -22,10 +22,12 @@ warning (no clinical text: only versions, engines and the error), and after a fa
 stops sending the rest of that run, so an unreachable server never stalls or fails training.
 mlflow is imported lazily: this module imports without the extra.
 
-Tracking costs the run almost nothing (docs/scale.md, measured): the hooks of a run only queue their
-work for one background thread (in order), which imports mlflow and opens the client while the run
-builds its data and trains; only ``run_finished`` / ``run_failed`` wait for the queue (at most
-`FINISH_WAIT_SECONDS`), so that the training process does not exit before its run is logged.
+The hooks of a run only queue their work for one background thread (in order), which imports mlflow
+and opens the client while the run builds its data and trains; only ``run_finished`` / ``run_failed``
+wait for the queue (at most `FINISH_WAIT_SECONDS`), so that the training process does not exit before
+its run is logged. `run_events.observers_for` runs this observer in a helper process
+(`tracking.observer_process`): on a thread of the training process, mlflow's Python still held the
+interpreter lock the training loop needs after every torch call (docs/scale.md, measured).
 """
 from __future__ import annotations
 

@@ -112,5 +112,21 @@ def observers_for(settings: Any, catalog: Any = None) -> ObserverGroup:
         except ImportError:
             log.warning("mlflow_tracking_uri is set but the radassist[mlflow] extra is not installed")
         else:
-            observers.append(MLflowObserver(uri, settings, catalog=catalog))
+            observers.append(tracking_observer(MLflowObserver, uri, settings, catalog))
     return ObserverGroup(observers)
+
+
+def tracking_observer(cls: Any, uri: str, settings: Any, catalog: Any) -> Any:
+    """``cls(uri, settings, catalog=...)`` in a helper process where there can be one (its imports and
+    SQL never hold the training process's interpreter lock: docs/scale.md), else in this process."""
+    import functools
+
+    from radassist import child_process
+
+    if not child_process.supported():
+        return cls(uri, settings, catalog=catalog)
+    from radassist.tracking.observer_process import ObserverProcess
+
+    catalog = list(catalog) if catalog is not None else None
+    return ObserverProcess(functools.partial(cls, uri, settings, catalog=catalog), uri=uri, catalog=catalog,
+                           observer_class=cls)
