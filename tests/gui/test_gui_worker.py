@@ -151,3 +151,28 @@ def test_an_engine_process_that_dies_is_reported_and_the_app_stays_usable(qtbot,
     window.order_view.start_search("knee")
     qtbot.keyClick(window.order_view.search, Qt.Key.Key_Return)
     assert window.model.entry_by_id(waiting.id).status == "done"
+
+
+@pytest.mark.slow  # engine processes loading MiniLM: seconds (make test runs it)
+def test_the_engine_process_started_at_sign_in_is_the_one_the_window_uses(tmp_path):
+    """run_gui starts the site's engine process when the sign-in dialog opens: the first engine the
+    window asks for is that process (loaded meanwhile); a restart gets a new one; an unused one is ended."""
+    from radassist.gui.inference_worker import prestarted_engine_factory
+
+    db = make_db(tmp_path)
+    factory = prestarted_engine_factory(db, "embedding")
+    first = factory()
+    try:
+        assert first.alive and first.wait_ready() is first
+        assert first.model_id.startswith("embedding/")
+        second = factory()  # a restart after a settings change: a process of its own
+        assert second.pid != first.pid
+        second.close()
+    finally:
+        first.close()
+    unused = prestarted_engine_factory(db, "embedding")
+    unused.close_unused()  # sign-in cancelled, or an auditor: its process is ended
+    later = unused()  # a window built anyway still gets an engine: a new process
+    assert later.alive
+    later.close()
+    assert not later.alive
