@@ -79,9 +79,6 @@ def site_engine(db_path: str, engine: str | None = None, fallback: bool = True
         db.dispose()
 
 
-_describe = child_process.describe
-
-
 def _serve(conn, payload: tuple[Callable[[], Any], int | None]) -> None:
     """The child's main loop: build, report, then answer requests until told to stop."""
     factory, torch_threads = payload
@@ -100,7 +97,7 @@ def _serve(conn, payload: tuple[Callable[[], Any], int | None]) -> None:
                              "model_id": engine.model_id, "reason": reason, "pid": os.getpid()}))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
         log.warning("engine process: the engine failed to load", exc_info=True)
-        conn.send(("error", *_describe(exc)))
+        conn.send(("error", *child_process.describe(exc)))
         return
     while True:
         try:
@@ -121,7 +118,7 @@ def _serve(conn, payload: tuple[Callable[[], Any], int | None]) -> None:
                 conn.send(("error", "ValueError", f"unknown request {kind!r}"))
         except Exception as exc:  # noqa: BLE001 - the child carries on; the caller gets the error
             log.warning("engine process: %s failed", kind, exc_info=True)
-            conn.send(("error", *_describe(exc)))
+            conn.send(("error", *child_process.describe(exc)))
 
 
 class EngineProcess(SuggestionEngine):
@@ -233,4 +230,5 @@ class EngineProcess(SuggestionEngine):
         return f"the engine process {how}"
 
 
-__all__ = ["EngineProcess", "EngineProcessCancelled", "EngineProcessError", "EngineProcessExited", "default_torch_threads", "site_engine", "supported"]
+__all__ = ["EngineProcess", "EngineProcessCancelled", "EngineProcessError", "EngineProcessExited",
+           "default_torch_threads", "site_engine", "supported"]

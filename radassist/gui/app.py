@@ -184,7 +184,6 @@ def run_gui(db_path: str | None = None, demo: bool = False, screenshot: str | No
         from radassist.gui.demo import DEMO_ACTOR
 
         actor = DEMO_ACTOR  # non-interactive: no sign-in dialog; the engine loads once the window is shown
-        factory = None  # the engine process starts once the window is shown
     else:
         from radassist.gui.inference_worker import prestarted_engine_factory
 

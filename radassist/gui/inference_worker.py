@@ -21,7 +21,13 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QThread, Signal
 
-from radassist.engine_process import EngineProcess, EngineProcessCancelled, EngineProcessExited
+from radassist import child_process
+from radassist.engine_process import (
+    EngineProcess,
+    EngineProcessCancelled,
+    EngineProcessExited,
+    default_torch_threads,
+)
 from radassist.engines.base import SuggestionEngine
 from radassist.worklist import save_prediction, todo_order_ids
 from radassist.worklist_queries import orders_to_predict
@@ -63,11 +69,10 @@ def prestarted_engine_factory(db, engine_name: str | None = None):
     the sign-in dialog opens, so that the model loads while the user types the password); later calls
     of the factory (a restart after a settings change) start new processes. ``close_unused()`` ends
     the first one if no worker took it (sign-in cancelled, an auditor)."""
-    from radassist.engine_process import EngineProcess, site_engine, supported
+    from radassist.engine_process import supported
 
     later = default_engine_factory(db, engine_name)
-    pending = [EngineProcess(functools.partial(site_engine, str(db.path), engine_name, True), wait=False)
-               ] if supported() else []
+    pending = [later()] if supported() else []  # an EngineProcess, started and not waited for
 
     def factory():
         return pending.pop() if pending else later()
@@ -81,19 +86,15 @@ def prestarted_engine_factory(db, engine_name: str | None = None):
 
 
 def _leave_a_core_for_the_gui() -> None:
-    """The model's math threads take all cores but one, so the GUI thread never waits for a core."""
-    import os
-
+    """An engine in this thread: its math threads take all cores but one, so the GUI thread never waits
+    for a core (an engine process does the same in its own process)."""
     torch = sys.modules.get("torch")  # engines without torch have nothing to tune
-    if torch is None:
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores - 1))
+    if torch is not None:
+        torch.set_num_threads(default_torch_threads())
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return ": ".join(part for part in child_process.describe(exc) if part)
 
 
 class InferenceWorker(QThread):

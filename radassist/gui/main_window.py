@@ -12,7 +12,6 @@ Integration points for other panels (login, audit viewer, settings, retraining):
 from __future__ import annotations
 
 import gc
-
 import logging
 import threading
 from collections.abc import Callable
