@@ -187,10 +187,15 @@ class EmbeddingEngine(SuggestionEngine):
         self._refresh_known_index()
 
     def _encode_cached(self, texts: list[str]) -> torch.Tensor:
-        """Catalog embeddings are the same at every start: keep them in the cache folder (saves ~1 s)."""
+        """Catalog embeddings are the same at every start: keep them in the cache folder (saves ~1 s).
+        They are computed in float32 on one thread (``encode_reference``), so that every process (the app,
+        `radassist predict`, each Spark worker with its own thread count, with or without bfloat16) scores
+        orders against the same vectors and gives the same suggestions."""
         from radassist.paths import cache_dir
 
-        key = hashlib.sha256(json.dumps([str(getattr(self.encoder, "dtype", "")), texts]).encode()).hexdigest()[:16]
+        reference = getattr(self.encoder, "encode_reference", None)  # (a test's stand-in may have none)
+        how = "float32, one thread" if reference else str(getattr(self.encoder, "dtype", ""))
+        key = hashlib.sha256(json.dumps([how, texts]).encode()).hexdigest()[:16]
         path = cache_dir() / f"catalog-embeddings-{key}.pt"
         try:
             cached = torch.load(path, weights_only=True)
@@ -198,7 +203,7 @@ class EmbeddingEngine(SuggestionEngine):
                 return cached
         except (OSError, RuntimeError, EOFError):
             pass
-        emb = self.encode(texts)
+        emb = reference(texts) if reference else self.encode(texts)
         try:
             tmp = path.with_suffix(".tmp")
             torch.save(emb, tmp)

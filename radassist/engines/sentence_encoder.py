@@ -38,7 +38,10 @@ def fast_bf16_cpu() -> bool:
 
 
 def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
-    requested = os.environ.get("RADASSIST_ENCODER_DTYPE", requested)
+    """``requested`` "float32" or "bfloat16" as asked; "auto": RADASSIST_ENCODER_DTYPE, else bfloat16
+    where the CPU multiplies it natively (or on a GPU), else float32."""
+    if requested == "auto":
+        requested = os.environ.get("RADASSIST_ENCODER_DTYPE", requested)
     if requested == "float32" or (requested == "auto" and device == "cpu" and not fast_bf16_cpu()):
         return torch.float32
     return torch.bfloat16
@@ -222,6 +225,20 @@ class MiniLMEncoder:
             raise EngineError(f"cannot load all-MiniLM-L6-v2 from {path}: {exc}") from None
         self.device = device
         self.path = path
+
+    def encode_reference(self, texts: Sequence[str]) -> torch.Tensor:
+        """``encode`` in float32 on one thread: the same vectors whatever the process's thread count and
+        whether or not the CPU has bfloat16 (bfloat16's rounding follows how the matrix products are split
+        between threads: ~1e-3 apart between 1 and 2 threads; float32's ~1e-7). For embeddings that several
+        processes share, like the catalog's: the app, `radassist predict` and every Spark worker must score
+        orders against the same vectors to give the same suggestions. Seconds, not for every order."""
+        encoder = self if self.dtype == torch.float32 else MiniLMEncoder(self.device, "float32")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return encoder.encode(texts)
+        finally:
+            torch.set_num_threads(threads)
 
     def get_embedding_dimension(self) -> int:
         return int(self.model.config.hidden_size)

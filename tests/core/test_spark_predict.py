@@ -21,10 +21,15 @@ BAD_LINES = ['not json at all', '{"accession": "BAD-1"}', '[1, 2]']
 
 
 @pytest.fixture(scope="module")
-def spark():
-    session = sp.get_session("local[2]", "radassist-tests")
-    yield session
-    session.stop()
+def spark(_session_cache_dir, tmp_path_factory):
+    # The Python workers inherit the environment the JVM starts with, before any test's own settings:
+    # give them the test run's folders, never the real user cache and data folders.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RADASSIST_CACHE_DIR", _session_cache_dir)
+        env.setenv("RADASSIST_DATA_DIR", str(tmp_path_factory.mktemp("spark-data")))
+        session = sp.get_session("local[2]", "radassist-tests")
+        yield session
+        session.stop()
 
 
 @pytest.fixture(scope="module")

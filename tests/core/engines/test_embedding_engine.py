@@ -142,3 +142,26 @@ def test_shipped_engine_suggests_protocols_added_after_training_and_asks_for_rev
     # ... and an ordinary order is not pulled to the new protocols
     knee = engine.predict(Order("K1", "MRI KNEE", "twisting injury, locking, medial joint line tenderness", 30, "M"))
     assert knee.suggestions[0].code == "MR-KNEE-WO"
+
+
+def test_catalog_vectors_do_not_depend_on_threads_or_bfloat16_so_every_process_agrees(catalog, tmp_path,
+                                                                                       monkeypatch):
+    """The app, `radassist predict` and each Spark worker (one thread per task) compute the catalog's
+    vectors themselves: in bfloat16 they came out ~1e-3 apart between 1 and 2 threads, and a quarter of
+    spark-predict's records differed from predict's in the 4th decimal of a score."""
+    from radassist.engines.sentence_encoder import MiniLMEncoder
+
+    threads = torch.get_num_threads()
+    vectors = []
+    try:
+        for dtype in ("bfloat16", "float32"):
+            encoder = MiniLMEncoder("cpu", dtype)
+            for n in (1, 2):
+                monkeypatch.setenv("RADASSIST_CACHE_DIR", str(tmp_path / f"{dtype}-{n}"))  # computed, not read
+                torch.set_num_threads(n)
+                engine = EmbeddingEngine(catalog, encoder=encoder)
+                vectors.append(torch.cat([engine.proto_emb, engine.phrase_emb]))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(vectors) == 4 and all(torch.equal(vectors[0], v) for v in vectors[1:])
+    assert vectors[0].dtype == torch.float32
