@@ -193,9 +193,7 @@ class EmbeddingEngine(SuggestionEngine):
         orders against the same vectors and gives the same suggestions."""
         from radassist.paths import cache_dir
 
-        reference = getattr(self.encoder, "encode_reference", None)  # (a test's stand-in may have none)
-        how = "float32, one thread" if reference else str(getattr(self.encoder, "dtype", ""))
-        key = hashlib.sha256(json.dumps([how, texts]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps(["float32, one thread", texts]).encode()).hexdigest()[:16]
         path = cache_dir() / f"catalog-embeddings-{key}.pt"
         try:
             cached = torch.load(path, weights_only=True)
@@ -203,7 +201,7 @@ class EmbeddingEngine(SuggestionEngine):
                 return cached
         except (OSError, RuntimeError, EOFError):
             pass
-        emb = reference(texts) if reference else self.encode(texts)
+        emb = self.encoder.encode_reference(texts)
         try:
             tmp = path.with_suffix(".tmp")
             torch.save(emb, tmp)
